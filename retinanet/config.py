@@ -1,0 +1,526 @@
+"""The run's configuration: a tree of typed dataclasses whose defaults are the paper's (SPEC §2).
+
+    cfg = load_config("configs/coco/retinanet_r50_fpn_1x.yaml", ["train.max_iter=1000", "train.lr_steps=[600,800]"])
+
+- A YAML file holds only the differences from these defaults; it may name one `_base_:` file
+  (a path relative to itself) whose differences it extends. One level only: deep chains are the
+  known pain of mmdetection-style configs.
+- Overrides are dotted `key=value` strings; each value is parsed as YAML (`null`, `[600, 800]`,
+  `true`, `1e-4`) and then checked against the field's type: an int is accepted for a float, a
+  list for a tuple, null for an Optional. Unknown keys and wrong types raise `ConfigError`
+  naming the key (with close matches) or the value and the expected type.
+- `save_config` writes the fully resolved tree (beside every checkpoint and result), which
+  `load_config` reads back to an equal `Config`.
+
+Only `build_*` functions read this tree; components below them take plain arguments (STYLE 3).
+"""
+
+from __future__ import annotations
+
+import copy
+import difflib
+import os
+import re
+import tempfile
+import types
+import warnings
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field, fields, is_dataclass
+from functools import cache
+from pathlib import Path
+from typing import Any, Literal, Optional, Union, get_args, get_origin, get_type_hints
+
+import yaml
+
+from .model.config import ModelConfig
+
+BASE_KEY = "_base_"  # the one include a YAML config may have
+
+
+class ConfigError(ValueError):
+    """An unknown key, a value of the wrong type, or a malformed config file / override."""
+
+
+# ---------------------------------------------------------------------------------------------
+# The tree
+# ---------------------------------------------------------------------------------------------
+
+
+@dataclass
+class DataConfig:
+    # "synth": the built-in synthetic dataset (no files needed); "coco": instances JSON + image
+    # folder; "voc": VOCdevkit layout; "csv": keras-retinanet style annotations CSV + class map.
+    kind: Literal["coco", "voc", "csv", "synth"] = "synth"
+    # The annotations of each split: COCO instances JSON, VOC root (VOC<year> folder), or CSV
+    # annotations file. Unused for synth.
+    train_path: Optional[str] = None
+    val_path: Optional[str] = None
+    # COCO: the folder that `file_name` entries are relative to. CSV: the folder relative image
+    # paths resolve against (None: the CSV's own folder). VOC: unused (JPEGImages is implied).
+    train_images_dir: Optional[str] = None
+    val_images_dir: Optional[str] = None
+    # VOC: the ImageSets/Main list of each split.
+    train_split: str = "trainval"
+    val_split: str = "test"
+    class_map: Optional[str] = None  # CSV: "class_name,id" lines
+    on_bad: Literal["error", "skip"] = "error"  # a malformed entry: raise, or skip it with a warning
+    # Keep training images without a (non-crowd) box as pure negatives. The paper's Detectron
+    # code, like torchvision's reference scripts, drops them for training.
+    keep_empty: bool = False
+    num_workers: int = 2
+    aspect_ratio_grouping: bool = True  # batch landscape with landscape images (Detectron)
+    hflip_prob: float = 0.5  # horizontal flip, the paper's only augmentation (§4)
+
+    def __post_init__(self) -> None:
+        _check_choices(self, "data")
+        if not 0.0 <= self.hflip_prob <= 1.0:
+            raise ConfigError(f"data.hflip_prob={self.hflip_prob}: expected 0..1")
+        if self.num_workers < 0:
+            raise ConfigError(f"data.num_workers={self.num_workers}: expected >= 0")
+
+
+@dataclass
+class TrainConfig:
+    # The paper's recipe (§4, SPEC §2): SGD, 16 images per iteration over 8 GPUs, 90k iterations,
+    # LR 0.01 divided by 10 at 60k and 80k, momentum 0.9, weight decay 1e-4.
+    batch_size: int = 16  # images per iteration, all processes together
+    base_lr: float = 0.01  # at base_batch_size; linear scaling rule otherwise (see `scaled_lr`)
+    base_batch_size: int = 16
+    momentum: float = 0.9
+    weight_decay: float = 1e-4
+    max_iter: int = 90000
+    lr_steps: tuple[int, ...] = (60000, 80000)
+    lr_gamma: float = 0.1
+    # Linear warmup from warmup_factor * lr over the first iterations (Detectron's RetinaNet
+    # settings; not in the paper's text).
+    warmup_iters: int = 500
+    warmup_factor: float = 1.0 / 3
+    clip_grad_norm: Optional[float] = None  # max global gradient norm; None = off
+    amp: Literal["off", "bf16", "fp16"] = "off"
+    checkpoint_period: int = 5000  # iterations; a checkpoint is also written at the end
+    eval_period: int = 0  # iterations; 0 = evaluate only at the end
+    log_period: int = 20
+    max_nonfinite: int = 10  # non-finite losses in a row before training stops
+    device: str = "auto"  # "auto" (cuda if available), "cpu", "cuda", "cuda:1", ...
+    deterministic: bool = False  # torch.use_deterministic_algorithms, at some speed cost
+
+    def __post_init__(self) -> None:
+        _check_choices(self, "train")
+        positive = ("batch_size", "base_batch_size", "max_iter", "log_period", "max_nonfinite")
+        for name in positive:
+            if getattr(self, name) < 1:
+                raise ConfigError(f"train.{name}={getattr(self, name)}: expected >= 1")
+        for name in ("warmup_iters", "checkpoint_period", "eval_period", "weight_decay"):
+            if getattr(self, name) < 0:
+                raise ConfigError(f"train.{name}={getattr(self, name)}: expected >= 0")
+        if self.base_lr <= 0:
+            raise ConfigError(f"train.base_lr={self.base_lr}: expected > 0")
+        if not 0.0 <= self.momentum < 1.0:
+            raise ConfigError(f"train.momentum={self.momentum}: expected 0 <= momentum < 1")
+        if not 0.0 < self.warmup_factor <= 1.0:
+            raise ConfigError(f"train.warmup_factor={self.warmup_factor}: expected 0 < factor <= 1")
+        if self.clip_grad_norm is not None and self.clip_grad_norm <= 0:
+            raise ConfigError(f"train.clip_grad_norm={self.clip_grad_norm}: expected > 0 or null (off)")
+        if list(self.lr_steps) != sorted(set(self.lr_steps)) or any(s < 1 for s in self.lr_steps):
+            raise ConfigError(f"train.lr_steps={list(self.lr_steps)}: expected increasing positive iterations")
+        if any(s >= self.max_iter for s in self.lr_steps):
+            # Detectron2 warns the same way: a shortened run that forgot its steps never decays.
+            warnings.warn(
+                f"train.lr_steps={list(self.lr_steps)} has steps at or after train.max_iter={self.max_iter}; "
+                "they will never apply",
+                stacklevel=2,
+            )
+
+    @property
+    def lr(self) -> float:
+        """The learning rate actually used: see `scaled_lr`."""
+        return scaled_lr(self)
+
+
+@dataclass
+class EvalConfig:
+    batch_size: int = 8  # images per process
+    backend: Literal["faster_coco_eval", "pycocotools"] = "faster_coco_eval"
+
+    def __post_init__(self) -> None:
+        _check_choices(self, "eval")
+        if self.batch_size < 1:
+            raise ConfigError(f"eval.batch_size={self.batch_size}: expected >= 1")
+
+
+@dataclass
+class Config:
+    model: ModelConfig = field(default_factory=ModelConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
+    output_dir: str = "outputs"
+    seed: int = 0
+
+
+def scaled_lr(train: TrainConfig) -> float:
+    """base_lr * batch_size / base_batch_size: the linear scaling rule (Goyal et al., 2017), so a
+    smaller batch keeps the paper's LR per image (0.01 at 16 images -> 0.005 at 8)."""
+    return train.base_lr * train.batch_size / train.base_batch_size
+
+
+# ---------------------------------------------------------------------------------------------
+# Types
+# ---------------------------------------------------------------------------------------------
+
+
+@cache
+def _hints(cls: type) -> dict[str, Any]:
+    # get_type_hints resolves the string annotations of `from __future__ import annotations`.
+    return get_type_hints(cls)
+
+
+def _field_names(cls: type) -> list[str]:
+    return [f.name for f in fields(cls) if f.init]
+
+
+def _type_name(tp: Any) -> str:
+    if isinstance(tp, type) and get_origin(tp) is None:
+        return tp.__name__
+    return str(tp).replace("typing.", "").replace("NoneType", "None")
+
+
+def _check_choices(obj: Any, prefix: str) -> None:
+    """Validate the Literal-typed fields of a dataclass instance (those not built by `_coerce`)."""
+    for name, tp in _hints(type(obj)).items():
+        if get_origin(tp) is Literal and getattr(obj, name) not in get_args(tp):
+            raise ConfigError(f"{prefix}.{name}={getattr(obj, name)!r}: expected one of {list(get_args(tp))}")
+
+
+def _coerce(value: Any, tp: Any, key: str) -> Any:
+    """`value` checked against type `tp` and converted where lossless (int -> float, list ->
+    tuple, integral float -> int); ConfigError naming `key` otherwise."""
+
+    def wrong(expected: str | None = None) -> ConfigError:
+        return ConfigError(f"{key}={value!r}: expected {expected or _type_name(tp)}, got {type(value).__name__}")
+
+    if tp is Any:
+        return value
+    origin, args = get_origin(tp), get_args(tp)
+    if origin is Literal:
+        # `True in (1,)` is true in Python: compare types too.
+        if any(value == a and type(value) is type(a) for a in args):
+            return value
+        raise ConfigError(f"{key}={value!r}: expected one of {list(args)}")
+    if origin in (Union, types.UnionType):
+        if value is None:
+            if type(None) in args:
+                return None
+            raise wrong()
+        for arg in args:
+            if arg is type(None):
+                continue
+            try:
+                return _coerce(value, arg, key)
+            except ConfigError:
+                pass
+        raise wrong()
+    if origin in (tuple, list):
+        if not isinstance(value, (list, tuple)):
+            raise wrong()
+        if origin is list or (len(args) == 2 and args[1] is Ellipsis):
+            items = [_coerce(v, args[0] if args else Any, f"{key}[{i}]") for i, v in enumerate(value)]
+        else:
+            if len(value) != len(args):
+                raise ConfigError(f"{key}={value!r}: expected {len(args)} items ({_type_name(tp)}), got {len(value)}")
+            items = [_coerce(v, a, f"{key}[{i}]") for i, (v, a) in enumerate(zip(value, args))]
+        return tuple(items) if origin is tuple else items
+    if origin is dict:
+        if not isinstance(value, Mapping):
+            raise wrong()
+        kt, vt = args or (Any, Any)
+        return {_coerce(k, kt, f"{key}.{k}"): _coerce(v, vt, f"{key}.{k}") for k, v in value.items()}
+    if is_dataclass(tp):
+        if isinstance(value, tp):
+            return value
+        if not isinstance(value, Mapping):
+            raise wrong(f"a mapping of {_type_name(tp)} options")
+        return _build(tp, value, f"{key}.")
+    if tp is bool:
+        if isinstance(value, bool):
+            return value
+        raise wrong()
+    if tp is int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+        if isinstance(value, float) and value.is_integer():  # 9e4 reads as a float in YAML
+            return int(value)
+        raise wrong()
+    if tp is float:
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+        raise wrong()
+    if tp is type(None):
+        if value is None:
+            return None
+        raise wrong()
+    if isinstance(tp, type):
+        if isinstance(value, tp):
+            return value
+        raise wrong()
+    raise ConfigError(f"{key}: unsupported field type {_type_name(tp)}")
+
+
+def _build(cls: type, values: Mapping[str, Any], prefix: str = "") -> Any:
+    """An instance of dataclass `cls` from a (possibly partial) mapping; missing fields keep their
+    defaults. Nested dataclass fields are built recursively."""
+    names = _field_names(cls)
+    for key in values:
+        if key not in names:
+            raise _unknown_key(f"{prefix}{key}", str(key), names, prefix)
+    hints = _hints(cls)
+    kwargs = {k: _coerce(v, hints[k], f"{prefix}{k}") for k, v in values.items()}
+    try:
+        return cls(**kwargs)
+    except ConfigError:
+        raise
+    except (TypeError, ValueError) as e:  # e.g. ModelConfig.validate(): its messages name the key
+        raise ConfigError(str(e)) from None
+
+
+@cache
+def _all_keys(cls: type = None, prefix: str = "") -> tuple[str, ...]:
+    """Every dotted leaf key of the tree, e.g. "model.focal_gamma"."""
+    cls = Config if cls is None else cls
+    keys: list[str] = []
+    for name in _field_names(cls):
+        tp = _hints(cls)[name]
+        if is_dataclass(tp):
+            keys += _all_keys(tp, f"{prefix}{name}.")
+        else:
+            keys.append(f"{prefix}{name}")
+    return tuple(keys)
+
+
+def _unknown_key(full_key: str, key: str, names: Sequence[str], prefix: str, source: str = "") -> ConfigError:
+    leaves = _all_keys()
+    suggestions = [prefix + m for m in difflib.get_close_matches(key, names, n=3, cutoff=0.6)]
+    suggestions += [k for k in leaves if k.rsplit(".", 1)[-1] == key]  # right name, wrong section
+    suggestions += difflib.get_close_matches(full_key, leaves, n=3, cutoff=0.75)
+    suggestions = list(dict.fromkeys(s for s in suggestions if s != full_key))
+    where = f"{source}: " if source else ""
+    msg = f"{where}unknown config key '{full_key}'"
+    if suggestions:
+        msg += "; did you mean " + " or ".join(f"'{s}'" for s in suggestions[:3]) + "?"
+    else:
+        msg += f"; known keys{' under ' + repr(prefix.rstrip('.')) if prefix else ''}: {', '.join(names)}"
+    return ConfigError(msg)
+
+
+# ---------------------------------------------------------------------------------------------
+# Loading, overriding, saving
+# ---------------------------------------------------------------------------------------------
+
+
+class _YamlLoader(yaml.SafeLoader):
+    """safe_load with YAML 1.2's plain scalars where PyYAML's YAML 1.1 surprises: `1e-4` is a
+    float (1.1 needs a dot, "1.0e-4", else it is a string), and only true/false are booleans
+    (1.1 also reads on/off/yes/no as booleans, so `train.amp=off` would be False)."""
+
+
+_BOOL_TAG = "tag:yaml.org,2002:bool"
+_YamlLoader.yaml_implicit_resolvers = {
+    ch: [(tag, rx) for tag, rx in resolvers if tag != _BOOL_TAG]
+    for ch, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
+}
+_YamlLoader.add_implicit_resolver(_BOOL_TAG, re.compile(r"^(?:true|True|TRUE|false|False|FALSE)$"), list("tTfF"))
+_YamlLoader.add_implicit_resolver(
+    "tag:yaml.org,2002:float",
+    re.compile(r"^[-+]?(?:[0-9][0-9_]*)(?:\.[0-9_]*)?[eE][-+]?[0-9]+$"),
+    list("-+0123456789"),
+)
+
+
+def _parse_yaml(text: str, source: str) -> Any:
+    try:
+        return yaml.load(text, Loader=_YamlLoader)
+    except yaml.YAMLError as e:
+        raise ConfigError(f"{source}: not valid YAML: {e}") from None
+
+
+def _merge(tree: dict, update: Mapping[str, Any], cls: type, prefix: str, source: str) -> None:
+    """Merge `update` (nested, partial) into `tree` (nested dict of dataclass `cls`), checking
+    every key and leaf value against the schema so that errors name their source."""
+    if not isinstance(update, Mapping):
+        raise ConfigError(f"{source}: '{prefix.rstrip('.') or '<top>'}' must be a mapping of options, got {update!r}")
+    names = _field_names(cls)
+    hints = _hints(cls)
+    for key, value in update.items():
+        full_key = f"{prefix}{key}"
+        if key not in names:
+            raise _unknown_key(full_key, str(key), names, prefix, source)
+        tp = hints[key]
+        if is_dataclass(tp) and isinstance(value, Mapping):
+            _merge(tree[key], value, tp, f"{full_key}.", source)
+            continue
+        try:
+            value = _coerce(value, tp, full_key)
+        except ConfigError as e:
+            raise ConfigError(f"{source}: {e}") from None
+        tree[key] = config_to_dict(value) if is_dataclass(value) else value
+
+
+def _nest(dotted: str, value: Any) -> dict:
+    keys = dotted.split(".")
+    if not all(keys):
+        raise ConfigError(f"malformed config key '{dotted}'")
+    out: Any = value
+    for k in reversed(keys):
+        out = {k: out}
+    return out
+
+
+def parse_overrides(overrides: Sequence[str] | Mapping[str, Any]) -> list[tuple[str, Any]]:
+    """[(dotted key, value)] from `key=value` strings (values parsed as YAML) or from a mapping of
+    dotted keys to Python values (an ablation row)."""
+    if isinstance(overrides, Mapping):
+        return list(overrides.items())
+    if isinstance(overrides, str):
+        raise ConfigError(f"overrides must be a list of key=value strings, got the string {overrides!r}")
+    pairs = []
+    for item in overrides:
+        key, sep, text = item.partition("=")
+        if not sep or not key.strip():
+            raise ConfigError(f"override {item!r} is not of the form key=value (e.g. model.focal_gamma=0)")
+        pairs.append((key.strip(), _parse_yaml(text, f"override {item!r}")))
+    return pairs
+
+
+def _read_yaml_file(path: Path) -> dict:
+    try:
+        text = path.read_text()
+    except FileNotFoundError:
+        raise ConfigError(f"config file not found: {path}") from None
+    data = _parse_yaml(text, str(path))
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: a config file must be a mapping of options, got {type(data).__name__}")
+    return data
+
+
+def _yaml_chain(path: str | os.PathLike) -> list[tuple[str, dict]]:
+    """[(source, differences)] of a config file: its `_base_` first (one level), then itself."""
+    path = Path(path)
+    data = _read_yaml_file(path)
+    chain = []
+    base = data.pop(BASE_KEY, None)
+    if base is not None:
+        if not isinstance(base, str):
+            raise ConfigError(f"{path}: {BASE_KEY} must be a file name, got {base!r}")
+        base_path = path.parent / base
+        base_data = _read_yaml_file(base_path)
+        if BASE_KEY in base_data:
+            raise ConfigError(
+                f"{base_path}: a {BASE_KEY} file may not have its own {BASE_KEY} (included from {path}); "
+                "keep configs one level deep"
+            )
+        chain.append((str(base_path), base_data))
+    chain.append((str(path), data))
+    return chain
+
+
+def apply_overrides(cfg: Config, overrides: Sequence[str] | Mapping[str, Any]) -> Config:
+    """A new Config: `cfg` with dotted overrides applied, e.g. ["model.focal_gamma=0"] or
+    {"model.focal_gamma": 0.0, "model.focal_alpha": 0.75} (one row of an ablation table)."""
+    tree = config_to_dict(cfg)
+    for key, value in parse_overrides(overrides):
+        _merge(tree, _nest(key, value), Config, "", "override")
+    return _build(Config, tree)
+
+
+def load_config(path: str | os.PathLike | None = None, overrides: Sequence[str] | Mapping[str, Any] = ()) -> Config:
+    """The defaults, then the YAML file at `path` (with its `_base_`), then `overrides`."""
+    tree = config_to_dict(Config())
+    if path is not None:
+        for source, data in _yaml_chain(path):
+            _merge(tree, data, Config, "", source)
+    for key, value in parse_overrides(overrides):
+        _merge(tree, _nest(key, value), Config, "", "override")
+    return _build(Config, tree)
+
+
+def config_to_dict(cfg: Any) -> Any:
+    """A dataclass tree as nested dicts of plain YAML types (tuples become lists)."""
+    if is_dataclass(cfg) and not isinstance(cfg, type):
+        return {f.name: config_to_dict(getattr(cfg, f.name)) for f in fields(cfg)}
+    if isinstance(cfg, (list, tuple)):
+        return [config_to_dict(v) for v in cfg]
+    if isinstance(cfg, Mapping):
+        return {k: config_to_dict(v) for k, v in cfg.items()}
+    return copy.deepcopy(cfg)
+
+
+def config_to_yaml(cfg: Config) -> str:
+    return yaml.safe_dump(config_to_dict(cfg), sort_keys=False, default_flow_style=None)
+
+
+def save_config(cfg: Config, path: str | os.PathLike) -> None:
+    """Write the resolved config as YAML, atomically (temp file in the same folder, os.replace)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    text = "# Resolved retinanet config: retinanet.config.load_config(this file) rebuilds it.\n" + config_to_yaml(cfg)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-", suffix=path.name)
+    try:
+        with os.fdopen(fd, "w") as f:
+            f.write(text)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def flatten(tree: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+    """{"model.focal_gamma": 2.0, ...} from a nested dict."""
+    out: dict[str, Any] = {}
+    for k, v in tree.items():
+        if isinstance(v, Mapping):
+            out.update(flatten(v, f"{prefix}{k}."))
+        else:
+            out[f"{prefix}{k}"] = v
+    return out
+
+
+def diff_from_defaults(cfg: Config, base: Config | None = None) -> dict[str, Any]:
+    """The dotted keys whose values differ from `base` (default: `Config()`), with their values
+    as plain YAML types: what a run changed, for logs and result tables."""
+    ours = flatten(config_to_dict(cfg))
+    theirs = flatten(config_to_dict(Config() if base is None else base))
+    return {k: v for k, v in ours.items() if theirs.get(k, object()) != v}
+
+
+def format_overrides(diff: Mapping[str, Any]) -> list[str]:
+    """`key=value` strings (lists without spaces) that `load_config(None, ...)` parses back."""
+
+    def scalar(v: Any) -> str:
+        return yaml.safe_dump(v, default_flow_style=True, width=10**6).strip().removesuffix("...").strip()
+
+    def value(v: Any) -> str:
+        return "[" + ",".join(value(x) for x in v) + "]" if isinstance(v, (list, tuple)) else scalar(v)
+
+    return [f"{k}={value(v)}" for k, v in diff.items()]
+
+
+__all__ = [
+    "Config",
+    "ConfigError",
+    "DataConfig",
+    "EvalConfig",
+    "ModelConfig",
+    "TrainConfig",
+    "apply_overrides",
+    "config_to_dict",
+    "config_to_yaml",
+    "diff_from_defaults",
+    "flatten",
+    "format_overrides",
+    "load_config",
+    "parse_overrides",
+    "save_config",
+    "scaled_lr",
+]

@@ -1,0 +1,96 @@
+"""Anchors on P3-P7 (§4).
+
+At level l (stride 2^l) the anchors have areas (s·2^(k/#sc))², k = 0..#sc-1, with s the level's
+base size (32 on P3 ... 512 on P7), at aspect ratios h/w in `aspect_ratios`: A = #sc·#ar anchors
+per location, 9 in the paper (Table 1c varies #sc and #ar).
+
+Anchor order within a location is ratio-major, scale-minor, and locations are row-major, as in
+torchvision: the head's output channel a·K + k belongs to anchor a, so weights trained with
+torchvision's anchors load unchanged.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+STRIDES = (8, 16, 32, 64, 128)  # P3-P7
+
+
+def cell_anchors(base_size: float, scales_per_octave: int, aspect_ratios: tuple[float, ...], style: str = "exact") -> Tensor:
+    """The A anchors of one location, centred on (0, 0): (A, 4) xyxy, ratio-major.
+
+    style "exact": sizes base·2^(k/#sc). style "torchvision": int(base·2^(k/3)) sizes (32, 40,
+    50, ...) and base anchors rounded to integers, as torchvision's AnchorGenerator does.
+    """
+    if style == "torchvision":
+        sizes = [float(int(base_size * 2 ** (k / scales_per_octave))) for k in range(scales_per_octave)]
+    else:
+        sizes = [base_size * 2 ** (k / scales_per_octave) for k in range(scales_per_octave)]
+    scales = torch.tensor(sizes, dtype=torch.float32)
+    ratios = torch.tensor(aspect_ratios, dtype=torch.float32)
+    h_ratios = torch.sqrt(ratios)  # ratio = h / w at constant area
+    w_ratios = 1 / h_ratios
+    ws = (w_ratios[:, None] * scales[None, :]).reshape(-1)
+    hs = (h_ratios[:, None] * scales[None, :]).reshape(-1)
+    anchors = torch.stack([-ws, -hs, ws, hs], dim=1) / 2
+    return anchors.round() if style == "torchvision" else anchors
+
+
+class AnchorGenerator:
+    """Anchors for all levels of a padded batch, cached per (feature shapes, image size, device).
+
+    `__call__(feature_shapes, image_size)` returns (N, 4) xyxy anchors in the padded input's
+    pixel coordinates, levels concatenated in order, and the number of anchors per level.
+    """
+
+    def __init__(
+        self,
+        sizes: tuple[float, ...] = (32, 64, 128, 256, 512),
+        scales_per_octave: int = 3,
+        aspect_ratios: tuple[float, ...] = (0.5, 1.0, 2.0),
+        offset: float = 0.5,
+        style: str = "exact",
+        strides: tuple[int, ...] = STRIDES,
+    ):
+        if style not in ("exact", "torchvision"):
+            raise ValueError(f"anchor style {style!r}: expected 'exact' or 'torchvision'")
+        if len(sizes) != len(strides):
+            raise ValueError(f"{len(sizes)} anchor sizes for {len(strides)} levels")
+        self.strides = tuple(strides)
+        self.offset = offset
+        self.style = style
+        self.cell = [cell_anchors(float(s), scales_per_octave, tuple(aspect_ratios), style) for s in sizes]
+        self._cache: dict = {}
+
+    @property
+    def num_anchors_per_location(self) -> int:
+        return self.cell[0].shape[0]
+
+    def level_strides(self, feature_shapes: list[tuple[int, int]], image_size: tuple[int, int]) -> list[tuple[float, float]]:
+        """(stride_y, stride_x) per level. torchvision divides the padded image size by the feature
+        size (so P6 of an 800-px image has stride 800 // 13 = 61); the geometry of the strided
+        convolutions says 2^l, which the exact style uses."""
+        if self.style == "torchvision":
+            return [(float(image_size[0] // h), float(image_size[1] // w)) for h, w in feature_shapes]
+        return [(float(s), float(s)) for s in self.strides]
+
+    def __call__(self, feature_shapes: list[tuple[int, int]], image_size: tuple[int, int], device: torch.device | None = None) -> tuple[Tensor, list[int]]:
+        key = (tuple(feature_shapes), tuple(image_size), str(device))
+        hit = self._cache.get(key)
+        if hit is not None:
+            return hit
+        levels = []
+        for (h, w), (sy, sx), cell in zip(feature_shapes, self.level_strides(feature_shapes, image_size), self.cell):
+            ys = (torch.arange(h, dtype=torch.float32) + self.offset) * sy
+            xs = (torch.arange(w, dtype=torch.float32) + self.offset) * sx
+            yy, xx = torch.meshgrid(ys, xs, indexing="ij")
+            shifts = torch.stack((xx, yy, xx, yy), dim=-1).reshape(-1, 1, 4)
+            levels.append((shifts + cell.view(1, -1, 4)).reshape(-1, 4))
+        anchors = torch.cat(levels).to(device)
+        result = (anchors, [lv.shape[0] for lv in levels])
+        if len(self._cache) > 64:  # many distinct input sizes (no padding to a fixed size): bound memory
+            self._cache.clear()
+        self._cache[key] = result
+        return result
+

@@ -1,0 +1,77 @@
+"""Inference post-processing (§4): per level keep the top-k candidates above a score threshold,
+decode, then class-wise NMS and the best detections per image.
+
+Batched over images and over levels: one top-k per level for the whole batch, one decode and
+one NMS call for the whole batch (images and classes kept apart by the NMS group index), and no
+per-image Python loop.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+from torchvision.ops import batched_nms
+
+from .assignment import BoxCoder
+
+
+def postprocess_detections(
+    cls_logits: Tensor,
+    box_deltas: Tensor,
+    anchors: Tensor,
+    num_anchors_per_level: list[int],
+    image_sizes: Tensor,
+    box_coder: BoxCoder,
+    score_thresh: float = 0.05,
+    topk_candidates: int = 1000,
+    nms_thresh: float = 0.5,
+    detections_per_img: int = 100,
+) -> list[dict[str, Tensor]]:
+    """cls_logits (B, N, K), box_deltas (B, N, 4), anchors (N, 4) xyxy, image_sizes (B, 2) as
+    (h, w) of the (unpadded) network input, boxes clipped to it.
+
+    Returns per image {"boxes": (D, 4) xyxy, "scores": (D,), "labels": (D,) int64}, sorted by
+    decreasing score, D <= detections_per_img.
+    """
+    B, N, K = cls_logits.shape
+    scores, anchor_idx, labels = [], [], []
+    start = 0
+    for n in num_anchors_per_level:
+        logits = cls_logits[:, start : start + n].reshape(B, n * K)
+        # Top-k on logits: the sigmoid is monotonic, so only the k survivors need it. The top-k
+        # of the candidates above the threshold is the top-k filtered by the threshold.
+        top, idx = logits.topk(min(topk_candidates, n * K), dim=1)
+        scores.append(top.float().sigmoid())
+        anchor_idx.append(torch.div(idx, K, rounding_mode="floor") + start)
+        labels.append(idx % K)
+        start += n
+    scores, anchor_idx, labels = torch.cat(scores, 1), torch.cat(anchor_idx, 1), torch.cat(labels, 1)
+
+    img, cand = (scores > score_thresh).nonzero(as_tuple=True)
+    a = anchor_idx[img, cand]
+    boxes = box_coder.decode(box_deltas[img, a].float(), anchors[a])
+    hw = image_sizes.to(boxes)[img]
+    boxes = torch.stack(
+        (
+            boxes[:, 0].clamp(min=0).minimum(hw[:, 1]),
+            boxes[:, 1].clamp(min=0).minimum(hw[:, 0]),
+            boxes[:, 2].clamp(min=0).minimum(hw[:, 1]),
+            boxes[:, 3].clamp(min=0).minimum(hw[:, 0]),
+        ),
+        dim=1,
+    )
+    scores, labels = scores[img, cand], labels[img, cand]
+
+    keep = batched_nms(boxes, scores, img * K + labels, nms_thresh)  # by decreasing score
+    # The first detections_per_img survivors of each image: a stable sort by image keeps the
+    # score order inside each image; the rank within the image is the position minus its start.
+    keep = keep[torch.sort(img[keep], stable=True).indices]
+    kimg = img[keep]
+    counts = torch.bincount(kimg, minlength=B)
+    rank = torch.arange(kimg.numel(), device=kimg.device) - (counts.cumsum(0) - counts)[kimg]
+    keep = keep[rank < detections_per_img]
+    sizes = counts.clamp(max=detections_per_img).tolist()
+    return [
+        {"boxes": b, "scores": s, "labels": lab}
+        for b, s, lab in zip(boxes[keep].split(sizes), scores[keep].split(sizes), labels[keep].split(sizes))
+    ]

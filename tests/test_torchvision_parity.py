@@ -1,0 +1,71 @@
+"""Parity with torchvision's retinanet_resnet50_fpn: same weights, same detections and losses."""
+
+import pytest
+import torch
+import torchvision
+
+from retinanet import from_torchvision
+
+
+@pytest.fixture(scope="module")
+def tv_model():
+    torch.manual_seed(0)
+    tv = torchvision.models.detection.retinanet_resnet50_fpn(weights=None, weights_backbone=None, num_classes=91)
+    with torch.no_grad():
+        for m in tv.modules():  # non-trivial BatchNorm statistics, so that their conversion matters
+            if isinstance(m, torch.nn.BatchNorm2d):
+                m.running_mean.uniform_(-0.1, 0.1)
+                m.running_var.uniform_(0.5, 1.5)
+                m.weight.uniform_(0.5, 1.5)
+                m.bias.uniform_(-0.1, 0.1)
+        # spread the class scores so that detections exist and rarely tie
+        head = tv.head.classification_head.cls_logits
+        head.bias.add_(torch.randn_like(head.bias) * 2)
+        head.weight.mul_(5)
+        tv.head.regression_head.bbox_reg.weight.mul_(5)
+    return tv
+
+
+def _same_detections(a, b, box_tol=0.01, score_tol=1e-4):
+    """Equal sets of detections: each of a's has one in b with the same label, a score within
+    score_tol and a box within box_tol px (order may differ only among near-equal scores)."""
+    assert len(a["boxes"]) == len(b["boxes"])
+    assert len(a["boxes"]) > 0
+    same_label = a["labels"][:, None] == b["labels"][None, :]
+    close_score = (a["scores"][:, None] - b["scores"][None, :]).abs() <= score_tol
+    box_err = (a["boxes"][:, None, :] - b["boxes"][None, :, :]).abs().amax(-1)
+    box_err = torch.where(same_label & close_score, box_err, torch.full_like(box_err, float("inf")))
+    best, idx = box_err.min(1)
+    assert best.max().item() <= box_tol, best.max().item()
+    assert len(idx.unique()) == len(idx)  # one-to-one
+
+
+@pytest.mark.slow
+def test_inference_parity_two_sizes(tv_model):
+    tv = tv_model.eval()
+    tv.score_thresh = 0.0
+    ours = from_torchvision(tv.state_dict(), score_thresh=0.0).eval()
+    torch.manual_seed(1)
+    images = [torch.rand(3, 300, 400), torch.rand(3, 480, 360)]  # two sizes, one padded batch
+    with torch.no_grad():
+        expected = tv(images)
+        got = ours(images)
+    for a, b in zip(expected, got):
+        assert len(a["boxes"]) == 300  # torchvision's detections_per_img
+        _same_detections(a, b)
+
+
+@pytest.mark.slow
+def test_training_loss_parity(tv_model):
+    tv = tv_model.train()
+    for m in tv.modules():  # our backbone norm is frozen: compare against BN with fixed statistics
+        if isinstance(m, torch.nn.BatchNorm2d):
+            m.eval()
+    ours = from_torchvision(tv.state_dict()).train()
+    torch.manual_seed(2)
+    images = [torch.rand(3, 320, 427)]
+    targets = [{"boxes": torch.tensor([[20.0, 30, 200, 220], [150, 100, 410, 300], [5, 5, 30, 25]]), "labels": torch.tensor([1, 17, 60])}]
+    expected = tv(images, targets)
+    got = ours(images, targets)
+    torch.testing.assert_close(got["cls"], expected["classification"], rtol=1e-4, atol=0)
+    torch.testing.assert_close(got["box"], expected["bbox_regression"], rtol=1e-4, atol=0)
