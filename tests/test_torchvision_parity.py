@@ -5,6 +5,7 @@ import torch
 import torchvision
 
 from retinanet import from_torchvision
+from retinanet.model.backbone import freeze_batchnorm
 
 
 @pytest.fixture(scope="module")
@@ -18,26 +19,27 @@ def tv_model():
                 m.running_var.uniform_(0.5, 1.5)
                 m.weight.uniform_(0.5, 1.5)
                 m.bias.uniform_(-0.1, 0.1)
-        # spread the class scores so that detections exist and rarely tie
+        # Class logits spread by the bias (~N(-1, 1)) and the features (std ~2): detections at
+        # every score, none saturated at 1.0 (where ties would make the order arbitrary)
         head = tv.head.classification_head.cls_logits
-        head.bias.add_(torch.randn_like(head.bias) * 2)
-        head.weight.mul_(5)
-        tv.head.regression_head.bbox_reg.weight.mul_(5)
-    return tv
+        head.bias.copy_(torch.randn_like(head.bias) - 1)
+        tv.head.regression_head.bbox_reg.weight.mul_(3)
+    # torchvision builds its published (pretrained) model with FrozenBatchNorm2d; so do we here
+    return freeze_batchnorm(tv)
 
 
 def _same_detections(a, b, box_tol=0.01, score_tol=1e-4):
-    """Equal sets of detections: each of a's has one in b with the same label, a score within
-    score_tol and a box within box_tol px (order may differ only among near-equal scores)."""
-    assert len(a["boxes"]) == len(b["boxes"])
-    assert len(a["boxes"]) > 0
+    """Equal multisets of detections: as many of each, and every detection of either list has
+    one in the other with the same label, a score within score_tol and a box within box_tol px
+    (the order may differ among near-equal scores). Matching both ways rather than one-to-one:
+    boxes clipped to zero width at the border survive NMS (IoU 0/0) and can repeat."""
+    assert len(a["boxes"]) == len(b["boxes"]) > 0
     same_label = a["labels"][:, None] == b["labels"][None, :]
     close_score = (a["scores"][:, None] - b["scores"][None, :]).abs() <= score_tol
     box_err = (a["boxes"][:, None, :] - b["boxes"][None, :, :]).abs().amax(-1)
     box_err = torch.where(same_label & close_score, box_err, torch.full_like(box_err, float("inf")))
-    best, idx = box_err.min(1)
-    assert best.max().item() <= box_tol, best.max().item()
-    assert len(idx.unique()) == len(idx)  # one-to-one
+    assert box_err.min(1).values.max().item() <= box_tol
+    assert box_err.min(0).values.max().item() <= box_tol
 
 
 @pytest.mark.slow
@@ -58,9 +60,6 @@ def test_inference_parity_two_sizes(tv_model):
 @pytest.mark.slow
 def test_training_loss_parity(tv_model):
     tv = tv_model.train()
-    for m in tv.modules():  # our backbone norm is frozen: compare against BN with fixed statistics
-        if isinstance(m, torch.nn.BatchNorm2d):
-            m.eval()
     ours = from_torchvision(tv.state_dict()).train()
     torch.manual_seed(2)
     images = [torch.rand(3, 320, 427)]

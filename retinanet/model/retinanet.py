@@ -93,9 +93,11 @@ class RetinaNet(nn.Module):
             if self.training and self.train_min_sizes:  # scale jitter (Table 2), torch's RNG for reproducible runs
                 min_size = self.train_min_sizes[int(torch.randint(len(self.train_min_sizes), ()))]
             scale = min(min_size / min(h, w), self.max_size / max(h, w))
-            # Same call as torchvision's detection transform: output size floor(side·scale).
+            # Normalize, then resize with the call of torchvision's detection transform (output
+            # size floor(side·scale)): the same order and ops, so converted weights see the same input.
+            img = (img - self.pixel_mean) / self.pixel_std
             img = F.interpolate(img[None], scale_factor=scale, mode="bilinear", recompute_scale_factor=True, align_corners=False)[0]
-            resized.append((img - self.pixel_mean) / self.pixel_std)
+            resized.append(img)
             sizes.append(img.shape[-2:])
             orig.append((h, w))
         d = self.size_divisor
