@@ -64,9 +64,10 @@ class DataConfig:
     val_split: str = "test"
     class_map: Optional[str] = None  # CSV: "class_name,id" lines
     on_bad: Literal["error", "skip"] = "error"  # a malformed entry: raise, or skip it with a warning
-    # Keep training images without a (non-crowd) box as pure negatives. The paper's Detectron
-    # code, like torchvision's reference scripts, drops them for training.
-    keep_empty: bool = False
+    # Keep training images without a (non-crowd) box as pure negatives (all anchors background;
+    # users ask for this). The paper's Detectron code and torchvision's reference scripts drop
+    # them: set false to do the same. Evaluation always keeps every image.
+    keep_empty: bool = True
     num_workers: int = 2
     aspect_ratio_grouping: bool = True  # batch landscape with landscape images (Detectron)
     hflip_prob: float = 0.5  # horizontal flip, the paper's only augmentation (§4)

@@ -5,6 +5,7 @@ foreground anchors. Batched over images: no per-image Python loop."""
 from __future__ import annotations
 
 import torch
+import torch.distributed as dist
 from torch import Tensor
 
 from . import losses
@@ -83,7 +84,14 @@ class RetinaNetCriterion:
 
         num_fg = fg.sum(dim=1).to(cls_per_image.dtype)
         if self.normalizer == "batch":
-            norm = num_fg.sum().clamp(min=1)
+            norm = num_fg.sum()
+            if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
+                # Normalize by the mean positive count per process: after DDP averages the
+                # gradients, k processes train exactly like one process on their k batches.
+                norm = norm.detach().clone()
+                dist.all_reduce(norm)
+                norm = norm / dist.get_world_size()
+            norm = norm.clamp(min=1)
             return {"cls": cls_per_image.sum() / norm, "box": box_per_image.sum() / norm}
         norm = num_fg.clamp(min=1)
         return {"cls": (cls_per_image / norm).mean(), "box": (box_per_image / norm).mean()}

@@ -1,0 +1,56 @@
+"""The data layer: datasets (COCO JSON, Pascal VOC XML, CSV), the built-in synthetic dataset,
+transforms, aspect-ratio batching and dataset checks.
+
+Every dataset yields (image, target): image float32 (3, H, W) RGB in [0, 1]; target
+{"boxes": float32 (n, 4) xyxy absolute pixels, "labels": int64 (n,) contiguous 0..K-1,
+"image_id": int}; n may be 0. Datasets expose class_names, label_to_cat_id, image_ids,
+aspect_ratios() and coco_gt(). `build_dataset` is the one place that turns plain arguments
+into a dataset.
+"""
+
+from retinanet.data.build import KINDS, build_dataset, detect_kind, infer_coco_images_dir
+from retinanet.data.check import check_dataset, check_main, format_summary, summarize_dataset
+from retinanet.data.coco import CocoDetection
+from retinanet.data.common import (
+    LOGGER,
+    ON_BAD,
+    DatasetError,
+    DetectionDataset,
+    MissingFileError,
+    collate_fn,
+    load_image,
+)
+from retinanet.data.csv_dataset import CsvDetection
+from retinanet.data.samplers import GroupedBatchSampler
+from retinanet.data.synth import default_synth_dir, ensure_synthetic, generate_synthetic
+from retinanet.data.transforms import Compose, RandomHorizontalFlip, ResizeShorterSide
+from retinanet.data.voc import VOC_CLASSES, VocDetection
+
+__all__ = [
+    "KINDS",
+    "LOGGER",
+    "ON_BAD",
+    "VOC_CLASSES",
+    "CocoDetection",
+    "Compose",
+    "CsvDetection",
+    "DatasetError",
+    "DetectionDataset",
+    "GroupedBatchSampler",
+    "MissingFileError",
+    "RandomHorizontalFlip",
+    "ResizeShorterSide",
+    "VocDetection",
+    "build_dataset",
+    "check_dataset",
+    "check_main",
+    "collate_fn",
+    "default_synth_dir",
+    "detect_kind",
+    "ensure_synthetic",
+    "format_summary",
+    "generate_synthetic",
+    "infer_coco_images_dir",
+    "load_image",
+    "summarize_dataset",
+]

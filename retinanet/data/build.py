@@ -1,0 +1,123 @@
+"""The one place where plain arguments become a dataset: `build_dataset`, plus `detect_kind`."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Callable, Optional, Sequence
+
+from retinanet.data.coco import CocoDetection
+from retinanet.data.common import DatasetError, DetectionDataset, MissingFileError, require_exists
+from retinanet.data.csv_dataset import CsvDetection
+from retinanet.data.voc import VocDetection
+
+KINDS = ("coco", "voc", "csv")
+
+
+def coco_splits(folder: Path) -> list[str]:
+    """Splits of a COCO-layout folder: the <split> of every annotations/instances_<split>.json."""
+    return sorted(p.stem[len("instances_") :] for p in (folder / "annotations").glob("instances_*.json"))
+
+
+def detect_kind(path: str | Path) -> str:
+    """"coco", "voc" or "csv" from what is at `path`.
+
+    A .json file -> coco; a folder with annotations/instances_*.json (COCO 2017, the synthetic
+    dataset) -> coco; a .csv file -> csv; a folder with Annotations/, VOC<year>/Annotations or
+    .xml files -> voc.
+    """
+    p = require_exists(Path(path), "dataset path")
+    if p.is_file():
+        suffix = p.suffix.lower()
+        if suffix == ".json":
+            return "coco"
+        if suffix == ".csv":
+            return "csv"
+        raise DatasetError(f"cannot tell the dataset kind of {p}: expected a .json (COCO) or .csv file, or a folder")
+    if (p / "Annotations").is_dir() or any((q / "Annotations").is_dir() for q in p.glob("VOC*")):
+        return "voc"
+    if coco_splits(p):
+        return "coco"
+    if any(p.glob("*.xml")):
+        return "voc"
+    raise DatasetError(
+        f"cannot tell the dataset kind of folder {p}: expected annotations/instances_*.json (COCO), "
+        "Annotations/ or .xml files (VOC); for CSV give the annotations .csv file"
+    )
+
+
+def infer_coco_images_dir(ann_file: Path) -> Path:
+    """The image folder of a COCO annotation file, by the usual layouts, first existing of:
+    <root>/<split>/ and <root>/images/<split>/ for <root>/annotations/instances_<split>.json
+    (COCO 2017: val2017/; the synthetic dataset: val/), then images/ beside the JSON or beside
+    its folder, then the JSON's own folder."""
+    split = ann_file.stem[len("instances_") :] if ann_file.stem.startswith("instances_") else ann_file.stem
+    here, up = ann_file.parent, ann_file.parent.parent
+    candidates = [up / split, up / "images" / split, here / split, here / "images", up / "images"]
+    for c in candidates:
+        if c.is_dir():
+            return c
+    return here
+
+
+def build_dataset(
+    kind: Optional[str],
+    path: str | Path,
+    *,
+    split: Optional[str] = None,
+    images_dir: Optional[str | Path] = None,
+    class_map: Optional[str | Path] = None,
+    class_names: Optional[Sequence[str]] = None,
+    year: Optional[str | int] = None,
+    use_difficult: bool = False,
+    transforms: Optional[Callable] = None,
+    on_bad: str = "error",
+    keep_empty: bool = True,
+    verify_images: bool = False,
+) -> DetectionDataset:
+    """Build a detection dataset from plain arguments.
+
+    kind: "coco" | "voc" | "csv", or None / "auto" to detect it from `path` (`detect_kind`).
+    path: coco: the instances JSON, or a folder with annotations/instances_<split>.json (then
+      `split` names the file, e.g. "train"; the only one is taken when there is one);
+      voc: the VOC<year> folder, VOCdevkit (+ `year`), or a folder of .xml files;
+      csv: the annotations CSV.
+    split: coco folder: see above; voc devkit: the ImageSets/Main list (default "trainval").
+    images_dir: coco only; default `infer_coco_images_dir`. class_map: csv only.
+    class_names / year / use_difficult: voc only.
+    on_bad: "error" (raise at the first bad entry, naming file and entry) or "skip" (drop it,
+      warn once per kind, count in `dataset.skipped`). keep_empty: keep images without boxes.
+    verify_images: decode every image once at construction.
+    """
+    kind = detect_kind(path) if kind in (None, "auto") else kind
+    if kind not in KINDS:
+        raise ValueError(f"dataset kind {kind!r}: expected one of {KINDS} (or 'auto')")
+    path = Path(path)
+    common = dict(transforms=transforms, on_bad=on_bad, keep_empty=keep_empty, verify_images=verify_images)
+
+    def reject(**given) -> None:
+        wrong = [k for k, v in given.items() if v not in (None, False)]
+        if wrong:
+            raise TypeError(f"build_dataset(kind={kind!r}) takes no {', '.join(wrong)}")
+
+    if kind == "coco":
+        reject(class_map=class_map, class_names=class_names, year=year, use_difficult=use_difficult)
+        if path.is_dir():
+            splits = coco_splits(path)
+            if split is None and len(splits) == 1:
+                split = splits[0]
+            if split is None or split not in splits:
+                raise MissingFileError(
+                    f"COCO folder {path}: no annotations/instances_{split}.json (splits found: {splits}); pass split="
+                )
+            ann_file = path / "annotations" / f"instances_{split}.json"
+        else:
+            ann_file = require_exists(path, "COCO annotation file")
+        images = Path(images_dir) if images_dir is not None else infer_coco_images_dir(ann_file)
+        return CocoDetection(images, ann_file, **common)
+    if kind == "voc":
+        reject(class_map=class_map, images_dir=images_dir)
+        return VocDetection(
+            path, split or "trainval", year=year, class_names=class_names, use_difficult=use_difficult, **common
+        )
+    reject(split=split, images_dir=images_dir, class_names=class_names, year=year, use_difficult=use_difficult)
+    return CsvDetection(path, class_map, **common)
