@@ -22,7 +22,8 @@ from torch.utils.data import DataLoader, Dataset, Sampler
 from tqdm import tqdm
 
 from .config import Config, config_to_dict, save_config, scaled_lr
-from .data.common import collate_fn
+from .data.common import DatasetError, collate_fn
+from .data.samplers import aspect_groups
 from .evaluation import CocoEvaluator, format_ap_table
 from .model.build import build_model
 from .model.retinanet import RetinaNet
@@ -58,25 +59,48 @@ def resolve_device(name: str, local_rank: int = 0) -> torch.device:
 
 
 # ------------------------------------------------------------------ data
-class InfiniteSampler(Sampler[int]):
-    """Endless shuffled indices, one permutation per epoch seeded by (seed, epoch), starting at
-    global position `start` and sharded across ranks. Position p of the stream is a pure function
-    of p, so a resumed run sees exactly the images the interrupted one would have seen."""
+class TrainingBatches(Sampler[list[int]]):
+    """Endless batches for one process: each epoch a permutation seeded by (seed, epoch), split
+    by aspect group (landscape / portrait, so that padding wastes little; detectron2's grouping)
+    and cut into batches of `batch_size`; global batch b of an epoch is the b-th run of `world`
+    consecutive per-process batches. Incomplete batches at an epoch's end are dropped.
 
-    def __init__(self, size: int, seed: int, start: int = 0, rank: int = 0, world: int = 1, shuffle: bool = True):
-        self.size, self.seed, self.start, self.rank, self.world, self.shuffle = size, seed, start, rank, world, shuffle
+    Batch i of the stream is a pure function of i, so a run resumed at iteration `start` sees
+    exactly the images the interrupted one would have seen. Indices carry their epoch
+    (index + epoch·size) for SeededSamples.
+    """
+
+    def __init__(self, groups: list[int], batch_size: int, seed: int, start: int = 0, rank: int = 0, world: int = 1):
+        self.groups = torch.tensor(groups)
+        self.batch_size, self.seed, self.start, self.rank, self.world = batch_size, seed, start, rank, world
+        counts = torch.bincount(self.groups, minlength=2)
+        self.per_epoch = int(sum(c // (batch_size * world) for c in counts.tolist()))
+        if self.per_epoch == 0:
+            raise DatasetError(f"{len(groups)} training images cannot fill one batch of {batch_size * world} (per aspect group)")
+
+    def epoch_batches(self, epoch: int) -> list[list[int]]:
+        """The global batches of an epoch, each a list of `world` per-process batches."""
+        g = torch.Generator().manual_seed(self.seed * 1_000_003 + epoch)
+        perm = torch.randperm(len(self.groups), generator=g)
+        n = self.batch_size * self.world
+        batches = []
+        for group in (0, 1):
+            idx = perm[self.groups[perm] == group]
+            for j in range(len(idx) // n):
+                batches.append(idx[j * n : (j + 1) * n])
+        order = torch.randperm(len(batches), generator=g)  # interleave the groups
+        offset = epoch * len(self.groups)
+        return [[(b[r * self.batch_size : (r + 1) * self.batch_size] + offset).tolist() for r in range(self.world)] for b in (batches[i] for i in order)]
 
     def __iter__(self):
-        pos = self.start + self.rank
-        epoch, perm = -1, None
+        it = self.start
+        epoch, batches = -1, None
         while True:
-            e, i = divmod(pos, self.size)
+            e, i = divmod(it, self.per_epoch)
             if e != epoch:
-                epoch = e
-                g = torch.Generator().manual_seed(self.seed * 1_000_003 + epoch)
-                perm = torch.randperm(self.size, generator=g) if self.shuffle else torch.arange(self.size)
-            yield int(perm[i]) + epoch * self.size  # the epoch rides along: SeededSamples uses it
-            pos += self.world
+                epoch, batches = e, self.epoch_batches(e)
+            yield batches[i][self.rank]
+            it += 1
 
 
 class SeededSamples(Dataset):
@@ -96,6 +120,17 @@ class SeededSamples(Dataset):
             return self.dataset[i % len(self.dataset)]
 
 
+def synthetic_root(path: str | None) -> Path:
+    """The folder of the synthetic dataset for data.kind=synth: `path` (data.train_path) when it
+    holds one already (any size), else generated there, or at the default location, once."""
+    from .data.synth import default_synth_dir, ensure_synthetic
+
+    given = Path(path) if path else None
+    if given is not None and (given / "annotations").is_dir():
+        return given
+    return Path(ensure_synthetic(given or default_synth_dir()))
+
+
 def build_datasets(cfg: Config, train: bool = True):
     """(train dataset or None, val dataset) from cfg.data; "synth" generates the built-in
     synthetic dataset on first use."""
@@ -104,11 +139,7 @@ def build_datasets(cfg: Config, train: bool = True):
 
     d = cfg.data
     if d.kind == "synth":
-        from .data.synth import default_synth_dir, ensure_synthetic
-
-        # data.train_path, when set, is the folder of an existing synthetic (COCO-layout) dataset
-        given = Path(d.train_path) if d.train_path else None
-        root = given if given is not None and (given / "annotations").is_dir() else ensure_synthetic(given or default_synth_dir())
+        root = synthetic_root(d.train_path)
         kind, train_path, val_path = "coco", root / "annotations" / "instances_train.json", root / "annotations" / "instances_val.json"
         train_images, val_images = root / "train", root / "val"
     else:
@@ -168,9 +199,10 @@ def unwrap(model: nn.Module) -> RetinaNet:
 
 # ------------------------------------------------------------------ evaluation
 @torch.no_grad()
-def evaluate(model: nn.Module, dataset, cfg: Config, device: torch.device, max_images: int | None = None) -> dict:
-    """COCO metrics of `model` on `dataset` (sharded over ranks, gathered on rank 0).
-    Returns the metrics dict on rank 0 ({} elsewhere)."""
+def evaluate(model: nn.Module, dataset, cfg: Config, device: torch.device, max_images: int | None = None, results_path=None) -> dict:
+    """COCO metrics of `model` on `dataset` (sharded over ranks, gathered on rank 0), and the
+    COCO results JSON written to `results_path` when given. Returns the metrics dict on rank 0
+    ({} elsewhere)."""
     net = unwrap(model)
     was_training = net.training
     net.eval()
@@ -199,6 +231,8 @@ def evaluate(model: nn.Module, dataset, cfg: Config, device: torch.device, max_i
             evaluator.extend(res, im_ids)
     metrics = evaluator.evaluate()
     metrics["class_names"] = list(dataset.class_names)
+    if results_path is not None:
+        evaluator.write_results(results_path)
     net.train(was_training)
     return metrics
 
@@ -267,9 +301,10 @@ def train(cfg: Config, resume: bool = False, stop_after: int | None = None, on_s
     if world > 1:
         ddp_model = nn.parallel.DistributedDataParallel(model, device_ids=[local_rank] if device.type == "cuda" else None)
 
-    sampler = InfiniteSampler(len(train_ds), cfg.seed, start=start_iter * tc.batch_size, rank=rank, world=world)
+    groups = aspect_groups(train_ds.aspect_ratios()) if cfg.data.aspect_ratio_grouping else [0] * len(train_ds)
+    batches = TrainingBatches(groups, per_rank, cfg.seed, start=start_iter, rank=rank, world=world)
     loader = DataLoader(
-        SeededSamples(train_ds, cfg.seed), batch_size=per_rank, sampler=sampler, num_workers=cfg.data.num_workers,
+        SeededSamples(train_ds, cfg.seed), batch_sampler=batches, num_workers=cfg.data.num_workers,
         collate_fn=collate_fn, pin_memory=device.type == "cuda", persistent_workers=False,
         # its own generator: creating the iterator must not draw from the global RNG, which a
         # resumed run restores from the checkpoint
@@ -303,7 +338,7 @@ def train(cfg: Config, resume: bool = False, stop_after: int | None = None, on_s
                 optimizer.zero_grad(set_to_none=True)
                 log.warning("iteration %d: non-finite loss (cls %s, box %s), step skipped", it, losses["cls"].item(), losses["box"].item())
                 if nonfinite_in_a_row >= tc.max_nonfinite:
-                    _save(out / "last_checkpoint.pth", model, optimizer, scheduler, scaler, it, cfg, world)
+                    _save(out / "last_checkpoint.pth", model, optimizer, scheduler, scaler, it, cfg, world, train_ds.class_names)
                     raise NonFiniteLossError(
                         f"{nonfinite_in_a_row} non-finite losses in a row at iteration {it}: training diverged "
                         f"(lr {scheduler.get_last_lr()[0]:.4g}); lower train.base_lr, raise train.warmup_iters or set "
@@ -337,7 +372,7 @@ def train(cfg: Config, resume: bool = False, stop_after: int | None = None, on_s
                     for k in ("loss", "cls", "box", "lr"):
                         writer.add_scalar(f"train/{k}", record[k], it)
             if it % tc.checkpoint_period == 0 or it == end_iter:
-                _save(out / "last_checkpoint.pth", model, optimizer, scheduler, scaler, it, cfg, world)
+                _save(out / "last_checkpoint.pth", model, optimizer, scheduler, scaler, it, cfg, world, train_ds.class_names)
             if tc.eval_period and it % tc.eval_period == 0 and it < tc.max_iter and val_ds is not None:
                 m = evaluate(model, val_ds, cfg, device)
                 if is_main():
@@ -350,14 +385,14 @@ def train(cfg: Config, resume: bool = False, stop_after: int | None = None, on_s
         metrics = evaluate(model, val_ds, cfg, device)
         if is_main():
             _log_eval(metrics, it, writer, metrics_file)
-            atomic_save({"model": model.state_dict(), "config": config_to_dict(cfg)}, out / "model_final.pth")
+            atomic_save({"model": model.state_dict(), "config": config_to_dict(cfg), "class_names": list(train_ds.class_names)}, out / "model_final.pth")
     if is_main():
         metrics_file.close()
         writer.close()
     return {"iteration": it, "metrics": metrics, "skipped": skipped, "output_dir": str(out)}
 
 
-def _save(path, model, optimizer, scheduler, scaler, it, cfg, world) -> None:
+def _save(path, model, optimizer, scheduler, scaler, it, cfg, world, class_names) -> None:
     rng = torch.get_rng_state()
     if world > 1:  # every rank's RNG, so that a resumed run draws as the interrupted one would
         states = [None] * world
@@ -375,6 +410,7 @@ def _save(path, model, optimizer, scheduler, scaler, it, cfg, world) -> None:
                 "iteration": it,
                 "rng": rng_all,
                 "config": config_to_dict(cfg),
+                "class_names": list(class_names),
             },
             path,
         )

@@ -131,11 +131,12 @@ def format_summary(summary: dict) -> str:
         + ", ".join(f"{k} {b[k]} ({pct(b[k], n_box).strip()})" for k in ("small", "medium", "large"))
         + f"; sqrt(area) min {side['min']:.1f} / median {side['median']:.1f} / max {side['max']:.1f}"
     )
-    width = max((len(n) for n in summary["class_names"]), default=5)
-    lines.append(f"{len(summary['class_names'])} classes:  {'class'.ljust(width)}  boxes   share  images")
+    width = max([len(n) for n in summary["class_names"]] + [5])
+    lines.append(f"{len(summary['class_names'])} classes:")
+    lines.append(f"  {'class'.ljust(width)}  {'boxes':>6}  {'share':>6}  {'images':>6}")
     for name in summary["class_names"]:
         nb = summary["boxes_per_class"][name]
-        lines.append(f"  {name.ljust(width + 10)}  {nb:6d}  {pct(nb, n_box)}  {summary['images_per_class'][name]:6d}")
+        lines.append(f"  {name.ljust(width)}  {nb:6d}  {pct(nb, n_box):>6}  {summary['images_per_class'][name]:6d}")
     if summary["skipped"] or summary["clipped"]:
         lines.append(f"clipped boxes (kept): {summary['clipped']}")
         for kind, count in sorted(summary["skipped"].items()):
