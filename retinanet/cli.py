@@ -43,29 +43,6 @@ from .data.common import DatasetError
 # configs/ lives beside the package in a source checkout (and an editable install).
 CONFIGS_DIR = Path(__file__).resolve().parent.parent / "configs"
 SYNTH_CONFIG = CONFIGS_DIR / "synth" / "retinanet_r18_synth.yaml"
-# The differences of configs/synth/retinanet_r18_synth.yaml, for a non-editable install that has
-# no configs/ folder. The YAML is the source of truth: tests/test_cli.py checks that they agree.
-SYNTH_FALLBACK = {
-    "model.backbone": "resnet18",
-    "model.pretrained_backbone": False,
-    "model.freeze_at": 0,
-    "model.norm": "bn",
-    "model.head_norm": "gn",
-    "model.min_size": 320,
-    "model.max_size": 320,
-    "model.size_divisor": 32,
-    "train.batch_size": 8,
-    "train.base_lr": 0.01,
-    "train.base_batch_size": 8,
-    "train.max_iter": 300,
-    "train.lr_steps": [200, 260],
-    "train.warmup_iters": 50,
-    "train.checkpoint_period": 100,
-    "train.eval_period": 100,
-    "train.log_period": 10,
-    "eval.batch_size": 8,
-    "output_dir": "outputs/synth/retinanet_r18_synth",
-}
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp")
 TORCHVISION_COCO = "torchvision-coco"
 DEMO_IMAGES = 4
@@ -83,10 +60,9 @@ class CliError(Exception):
 
 def synth_config(overrides: Sequence[str] = ()) -> tuple[Config, str]:
     """(config, where it came from) of the synthetic-data recipe: the YAML when present."""
-    if SYNTH_CONFIG.is_file():
-        return load_config(SYNTH_CONFIG, overrides), str(SYNTH_CONFIG)
-    cfg = apply_overrides(Config(), SYNTH_FALLBACK)
-    return apply_overrides(cfg, overrides), "built-in copy of configs/synth/retinanet_r18_synth.yaml"
+    if not SYNTH_CONFIG.is_file():
+        raise CliError(f"{SYNTH_CONFIG} not found: the configs/ folder ships with the source checkout (pip install -e .)")
+    return load_config(SYNTH_CONFIG, overrides), str(SYNTH_CONFIG)
 
 
 def _split_positionals(items: Sequence[str], config_option: Optional[str] = None) -> tuple[Optional[str], list[str]]:

@@ -11,6 +11,7 @@ import logging
 import math
 import os
 import time
+import warnings
 from contextlib import nullcontext
 from dataclasses import replace
 from pathlib import Path
@@ -345,7 +346,9 @@ def train(cfg: Config, resume: bool = False, stop_after: int | None = None, on_s
                         f"train.clip_grad_norm. Checkpoint written to {out / 'last_checkpoint.pth'}"
                     )
                 it += 1
-                scheduler.step()
+                with warnings.catch_warnings():  # the schedule follows the iteration, stepped or not
+                    warnings.simplefilter("ignore", UserWarning)
+                    scheduler.step()
                 bar.update(1)
                 continue
             nonfinite_in_a_row = 0

@@ -96,13 +96,13 @@ def test_missing_config_file_exits_2(tmp_path, capsys):
     assert "nope.yaml" in capsys.readouterr().err
 
 
-def test_builtin_synth_config_matches_the_yaml(monkeypatch):
+def test_synth_config_is_the_yaml_and_missing_configs_are_a_clear_error(monkeypatch):
     from_yaml, source = cli.synth_config(["train.max_iter=700"])
     assert source.endswith("retinanet_r18_synth.yaml")
+    assert from_yaml == load_config(REPO / "configs/synth/retinanet_r18_synth.yaml", ["train.max_iter=700"])
     monkeypatch.setattr(cli, "SYNTH_CONFIG", REPO / "no-such-dir" / "x.yaml")  # as installed without configs/
-    built_in, source = cli.synth_config(["train.max_iter=700"])
-    assert "built-in" in source
-    assert built_in == from_yaml == load_config(REPO / "configs/synth/retinanet_r18_synth.yaml", ["train.max_iter=700"])
+    with pytest.raises(cli.CliError, match="x.yaml not found"):
+        cli.synth_config([])
 
 
 # ------------------------------------------------------------------ data
