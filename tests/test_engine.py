@@ -167,3 +167,53 @@ def test_ddp_two_processes_match_single_process(synth_dir, tmp_path):
     # Tolerance: 1e-5 absolute on parameters of magnitude <~ 1 after 3 SGD steps.
     assert (r0 - single).abs().max().item() < 1e-5
     assert (r0[-1] - r0[0]).abs().max().item() > 1e-4  # and the parameters did move
+
+
+def _write_voc_and_csv(synth_dir, tmp_path):
+    """The tiny synthetic dataset re-written as a plain folder of VOC XML files beside their
+    images, and as a keras-retinanet CSV with a class map."""
+    import json
+    import shutil
+
+    coco = json.loads((synth_dir / "annotations" / "instances_train.json").read_text())
+    names = {c["id"]: c["name"] for c in coco["categories"]}
+    voc, rows = tmp_path / "voc", []
+    voc.mkdir()
+    for img in coco["images"]:
+        shutil.copy(synth_dir / "train" / img["file_name"], voc / img["file_name"])
+        anns = [a for a in coco["annotations"] if a["image_id"] == img["id"]]
+        objects = ""
+        for a in anns:
+            x, y, w, h = a["bbox"]
+            # VOC: 1-based inclusive pixel indices
+            objects += (f"<object><name>{names[a['category_id']]}</name><difficult>0</difficult><bndbox>"
+                        f"<xmin>{x + 1:.1f}</xmin><ymin>{y + 1:.1f}</ymin><xmax>{x + w:.1f}</xmax><ymax>{y + h:.1f}</ymax></bndbox></object>")
+            rows.append(f"{voc / img['file_name']},{x:.1f},{y:.1f},{x + w:.1f},{y + h:.1f},{names[a['category_id']]}")
+        if not anns:
+            rows.append(f"{voc / img['file_name']},,,,,")
+        (voc / (img["file_name"].rsplit(".", 1)[0] + ".xml")).write_text(
+            f"<annotation><filename>{img['file_name']}</filename><size><width>{img['width']}</width>"
+            f"<height>{img['height']}</height><depth>3</depth></size>{objects}</annotation>"
+        )
+    (tmp_path / "train.csv").write_text("\n".join(rows) + "\n")
+    (tmp_path / "classes.csv").write_text("".join(f"{n},{i}\n" for i, n in enumerate(sorted(names.values()))))
+    return voc, tmp_path / "train.csv", tmp_path / "classes.csv"
+
+
+def test_training_on_voc_xml_and_csv(synth_dir, tmp_path):
+    import json
+
+    voc, csv_file, class_map = _write_voc_and_csv(synth_dir, tmp_path)
+    runs = {
+        "voc": ["data.kind=voc", f"data.train_path={voc}", f"data.val_path={voc}"],
+        "csv": ["data.kind=csv", f"data.train_path={csv_file}", f"data.val_path={csv_file}", f"data.class_map={class_map}"],
+    }
+    for kind, extra in runs.items():
+        out = tmp_path / f"out_{kind}"
+        base = [o for o in TINY if not o.startswith("data.kind")]
+        result = train(load_config(None, base + extra + ["train.max_iter=3", "train.lr_steps=[2]", f"output_dir={out}"]))
+        losses = [json.loads(l)["loss"] for l in (out / "metrics.jsonl").read_text().splitlines() if '"loss"' in l]
+        assert len(losses) == 3 and all(0 < v < 100 for v in losses), (kind, losses)
+        assert result["iteration"] == 3 and 0.0 <= result["metrics"]["AP"] <= 100.0, kind
+        # both take the class list in sorted order (the class map written above; VOC: collected)
+        assert load_checkpoint(out / "model_final.pth")["class_names"] == sorted(["circle", "square", "triangle", "ring", "cross", "star"])
