@@ -217,3 +217,12 @@ def test_training_on_voc_xml_and_csv(synth_dir, tmp_path):
         assert result["iteration"] == 3 and 0.0 <= result["metrics"]["AP"] <= 100.0, kind
         # both take the class list in sorted order (the class map written above; VOC: collected)
         assert load_checkpoint(out / "model_final.pth")["class_names"] == sorted(["circle", "square", "triangle", "ring", "cross", "star"])
+
+
+def test_bf16_autocast_training_on_cpu(synth_dir, tmp_path):
+    import json
+
+    result = train(_cfg(synth_dir, tmp_path, "train.amp=bf16", "train.max_iter=2", "train.lr_steps=[1]"))
+    losses = [json.loads(l)["loss"] for l in (tmp_path / "metrics.jsonl").read_text().splitlines() if '"loss"' in l]
+    assert len(losses) == 2 and all(0 < v < 100 for v in losses)
+    assert result["skipped"] == 0 and "AP" in result["metrics"]
