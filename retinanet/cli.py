@@ -181,18 +181,26 @@ def _check_data_paths(cfg: Config, train: bool) -> None:
         raise CliError(f"data.kind={d.kind} needs data.val_path=... to evaluate")
 
 
-def cmd_train(args: argparse.Namespace) -> int:
+def _train(cfg: Config, source: str, resume: bool) -> Optional[dict]:
+    """Print the config, check the data paths and train; None (after one line on stderr) when
+    training stopped on non-finite losses."""
     from .engine import NonFiniteLossError, train
 
-    config, overrides = _split_positionals(args.args, args.config)
-    cfg, source = _resolve_config(config, overrides)
     if _is_rank0():
         _print_config(cfg, source)
     _check_data_paths(cfg, train=True)
     try:
-        result = train(cfg, resume=args.resume)
+        return train(cfg, resume=resume)
     except NonFiniteLossError as e:
         print(f"error: {e}", file=sys.stderr)
+        return None
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    config, overrides = _split_positionals(args.args, args.config)
+    cfg, source = _resolve_config(config, overrides)
+    result = _train(cfg, source, args.resume)
+    if result is None:
         return EXIT_FAILED
     if _is_rank0():
         final = Path(cfg.output_dir) / "model_final.pth"
@@ -395,7 +403,7 @@ def cmd_data_check(args: argparse.Namespace) -> int:
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    from .engine import NonFiniteLossError, build_datasets, synthetic_root, train
+    from .engine import build_datasets, synthetic_root
     from .evaluation import format_ap_table, format_per_class_table
 
     config, overrides = _split_positionals(args.args)
@@ -407,13 +415,9 @@ def cmd_demo(args: argparse.Namespace) -> int:
         root = synthetic_root(cfg.data.train_path)
         cfg = apply_overrides(cfg, {"data.train_path": str(root)})
         print(f"synthetic dataset: {root}")
-    _print_config(cfg, source)
-    _check_data_paths(cfg, train=True)
     # (b) train
-    try:
-        result = train(cfg, resume=args.resume)
-    except NonFiniteLossError as e:
-        print(f"error: {e}", file=sys.stderr)
+    result = _train(cfg, source, args.resume)
+    if result is None:
         return EXIT_FAILED
     out = Path(cfg.output_dir)
     final = out / "model_final.pth"
