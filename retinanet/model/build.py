@@ -33,6 +33,9 @@ def build_model(cfg: ModelConfig) -> RetinaNet:
         box_loss=cfg.box_loss,
         smooth_l1_beta=cfg.smooth_l1_beta,
         normalizer=cfg.loss_normalizer,
+        ohem_batch_size=cfg.ohem_batch_size,
+        ohem_nms_thresh=cfg.ohem_nms_thresh,
+        ohem_pos_fraction=cfg.ohem_pos_fraction,
     )
     model = RetinaNet(
         backbone, fpn, head, anchors, criterion, box_coder,

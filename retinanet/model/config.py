@@ -16,7 +16,7 @@ IMAGENET_STD = (0.229, 0.224, 0.225)
 
 BACKBONES = ("resnet18", "resnet34", "resnet50", "resnet101", "resnext101_32x8d")
 NORMS = ("frozen_bn", "bn", "gn")
-CLS_LOSSES = ("focal", "ce", "fl_star")
+CLS_LOSSES = ("focal", "ce", "fl_star", "ohem")
 BOX_LOSSES = ("smooth_l1", "l1")
 NORMALIZERS = ("batch", "image")
 ANCHOR_STYLES = ("exact", "torchvision")
@@ -66,11 +66,16 @@ class ModelConfig:
     bbox_xform_clip: float = math.log(1000.0 / 16)
 
     # --- losses (§3, §4) ---
-    cls_loss: str = "focal"  # focal | ce (α-balanced CE when focal_alpha is set) | fl_star
+    cls_loss: str = "focal"  # focal | ce (α-balanced CE when focal_alpha is set) | fl_star | ohem
     focal_alpha: Optional[float] = 0.25
     focal_gamma: float = 2.0
     fl_star_gamma: float = 2.0  # appendix A
     fl_star_beta: float = 1.0
+    # OHEM (Table 1(d)): anchors kept per image, the NMS threshold over the scored anchors, and
+    # None or 0.25 (the SSD-style 1:3 positive:negative minibatch).
+    ohem_batch_size: int = 128
+    ohem_nms_thresh: float = 0.7
+    ohem_pos_fraction: Optional[float] = None
     box_loss: str = "smooth_l1"  # smooth_l1 | l1
     smooth_l1_beta: float = 0.11  # Detectron's RetinaNet setting
     # "batch": both losses summed over the batch and divided by the number of foreground anchors
@@ -121,6 +126,10 @@ class ModelConfig:
             raise ValueError("model.bg_iou_thresh must not exceed model.fg_iou_thresh")
         if self.focal_alpha is not None and not 0.0 <= self.focal_alpha <= 1.0:
             raise ValueError(f"model.focal_alpha={self.focal_alpha}: expected 0..1 or None")
+        if self.ohem_batch_size < 1:
+            raise ValueError(f"model.ohem_batch_size={self.ohem_batch_size}: expected >= 1")
+        if self.ohem_pos_fraction is not None and not 0.0 < self.ohem_pos_fraction < 1.0:
+            raise ValueError(f"model.ohem_pos_fraction={self.ohem_pos_fraction}: expected None or 0 < f < 1")
         if self.focal_gamma < 0:
             raise ValueError(f"model.focal_gamma={self.focal_gamma}: expected >= 0")
         if self.norm == "gn" and self.pretrained_backbone:
