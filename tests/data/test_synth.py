@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from retinanet.data import build_dataset, check_dataset, default_synth_dir, ensure_synthetic, generate_synthetic
-from retinanet.data.synth import CLASSES, MARKER, render_mask
+from retinanet.data.synth import CLASSES, MARKER, SYNTH_VERSION, render_mask
 
 
 def tree_bytes(root: Path) -> dict[str, bytes]:
@@ -65,7 +65,7 @@ def test_boxes_fit_the_drawn_shapes(kind):
 
 def test_ensure_synthetic_caches(tmp_path, monkeypatch):
     monkeypatch.setenv("RETINANET_DATA", str(tmp_path / "root"))
-    assert default_synth_dir() == tmp_path / "root" / "synth-v1-seed0"
+    assert default_synth_dir() == tmp_path / "root" / f"synth-v{SYNTH_VERSION}-seed0"
     out = ensure_synthetic(seed=0, num_train=3, num_val=1, image_size=64)
     assert out == default_synth_dir() and (out / MARKER).is_file()
     stamp = (out / "train" / "000001.jpg").stat().st_mtime_ns
