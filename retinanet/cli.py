@@ -3,13 +3,18 @@
     retinanet demo                                      synthetic data -> train -> AP table -> detections.png
     retinanet train [CONFIG] [KEY=VALUE ...] [--resume]
     retinanet eval [CONFIG] --weights W [KEY=VALUE ...] [--results out.json] [--per-class]
-    retinanet predict --weights W INPUT... --out DIR [--score-thresh 0.3]
+    retinanet predict --weights W INPUT... --out DIR [--score-thresh 0.3] [--coco F] [--save-video]
+    retinanet export --weights W --format onnx|torchscript --out F
     retinanet data synth --out DIR [--seed S --train N --val M]
     retinanet data check PATH [--images-dir D] [--class-map F] [--on-bad skip]
+    retinanet data show DATASET --out DIR [--config CONFIG] [KEY=VALUE ...]
+    retinanet analyze anchors DATASET [--out PNG] [--config CONFIG] [KEY=VALUE ...]
+    retinanet benchmark [--quick] [--only SECTIONS] [--device cuda] [--out DIR]   (benchmarks/README.md)
 
 Overrides are dotted `key=value` strings (retinanet.config). Exit status: 0 success; 1 a run
-that stopped (non-finite losses) or a dataset check that skipped entries; 2 bad usage, a config
-error or a dataset / file error (a one-line message, no traceback); 130 interrupted.
+that stopped (non-finite losses), a dataset check that skipped entries or an export that differs
+from the eager model; 2 bad usage, a config error or a dataset / file error (a one-line message,
+no traceback); 130 interrupted.
 """
 
 from __future__ import annotations
@@ -325,41 +330,218 @@ def detection_records(det: dict, class_names: Sequence[str], score_thresh: float
     return out
 
 
+def _split_videos(inputs: Sequence[str]) -> tuple[list[str], list[Path]]:
+    """(image files and folders, video files) of predict's INPUTs."""
+    from .video import is_video
+
+    videos = [Path(p) for p in inputs if Path(p).is_file() and is_video(p)]
+    return [p for p in inputs if Path(p) not in videos], videos
+
+
 def cmd_predict(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
     from .data.common import load_image
     from .engine import resolve_device
+    from .predict import CocoPredictions, batched, detect, predict_video
+    from .video import VideoError, open_video
     from .visualize import draw_detections
 
+    if args.batch_size < 1:
+        raise CliError(f"--batch-size {args.batch_size}: expected >= 1")
     out = Path(args.out)
-    images = find_images(args.inputs, exclude=out)
-    if not images:
-        raise CliError(f"no images ({', '.join(IMAGE_SUFFIXES)}) in {' '.join(args.inputs)}")
+    image_inputs, videos = _split_videos(args.inputs)
+    images = find_images(image_inputs, exclude=out) if image_inputs else []
+    if not images and not videos:
+        raise CliError(f"no images ({', '.join(IMAGE_SUFFIXES)}) or videos in {' '.join(args.inputs)}")
     stems = _output_stems(images)
     for p, stem in zip(images, stems):
         if (out / f"{stem}.png").resolve() == p.resolve():
             raise CliError(f"--out {out} would overwrite the input image {p}: choose another folder")
+    try:  # every video readable before any work starts
+        sources = [open_video(v) for v in videos]
+    except VideoError as e:
+        raise CliError(str(e)) from None
     model, class_names = _predictor(args)
     model.score_thresh = args.score_thresh  # postprocessing drops lower scores before NMS and top-k
     device = resolve_device(args.device)
     model.to(device).eval()
     out.mkdir(parents=True, exist_ok=True)
+    labels_are_ids = args.weights == TORCHVISION_COCO
+    coco = CocoPredictions(class_names, labels_are_ids, {"description": "retinanet predict", "weights": args.weights,
+                                                          "score_thresh": args.score_thresh}) if args.coco else None
     total = 0
-    with torch.no_grad():
-        for path, stem in zip(tqdm(images, desc="predict", unit="img"), stems):
-            image = load_image(path)
-            det = {k: v.float().cpu() if v.is_floating_point() else v.cpu() for k, v in model([image.to(device)])[0].items()}
+    bar = tqdm(total=len(images), desc="predict", unit="img", disable=not images)
+    for chunk in batched(zip(images, stems), args.batch_size):
+        loaded = [load_image(path) for path, _ in chunk]
+        for (path, stem), image, det in zip(chunk, loaded, detect(model, loaded, device)):
             records = detection_records(det, class_names, args.score_thresh)
             total += len(records)
             height, width = image.shape[-2:]
-            picture = draw_detections(image, [r["box"] for r in records], [r["label"] for r in records],
-                                      [r["score"] for r in records], class_names)
-            picture.save(out / f"{stem}.png")
+            if not args.no_pictures:
+                picture = draw_detections(image, [r["box"] for r in records], [r["label"] for r in records],
+                                          [r["score"] for r in records], class_names)
+                picture.save(out / f"{stem}.png")
             result = {"image": str(path), "width": int(width), "height": int(height), "detections": records}
             (out / f"{stem}.json").write_text(json.dumps(result, indent=1))
-    print(f"{len(images)} images, {total} detections with score >= {args.score_thresh}: "
-          f"pictures and JSON in {out}/")
+            if coco is not None:
+                coco.add(str(path), width, height, records)
+        bar.update(len(chunk))
+    bar.close()
+    if coco is not None:
+        print(f"COCO-style JSON of the {len(images)} images: {coco.write(args.coco)}")
+    if images:
+        print(f"{len(images)} images, {total} detections with score >= {args.score_thresh}: "
+              f"{'pictures and ' if not args.no_pictures else ''}JSON in {out}/")
+    for source in sources:
+        try:
+            result = predict_video(model, device, source, out, class_names, args.score_thresh, detection_records,
+                                   labels_are_ids, save_video=args.save_video, batch_size=args.batch_size)
+        except VideoError as e:
+            raise CliError(str(e)) from None
+        print(f"{source.path}: {result['frames']} frames, {result['detections']} detections with score >= "
+              f"{args.score_thresh}: {result['json']}" + (f", {result['video']}" if result["video"] else ""))
+    return EXIT_OK
+
+
+# ---------------------------------------------------------------------------------------------
+# export
+# ---------------------------------------------------------------------------------------------
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    from .export import compare_detections, example_input, export_onnx, export_torchscript, run_onnx, onnx_session, unpad_detections
+
+    model, _ = _predictor(args)
+    model = model.cpu().eval()
+    out = Path(args.out)
+    if out.is_dir():
+        raise CliError(f"--out {out} is a folder: give the file to write (model.onnx, model.pt)")
+    start = time.perf_counter()
+    if args.format == "onnx":
+        export_onnx(model, out, opset=args.opset, score_thresh=args.score_thresh, detections_per_img=args.detections_per_img)
+    else:
+        export_torchscript(model, out, score_thresh=args.score_thresh, detections_per_img=args.detections_per_img)
+    score = model.score_thresh if args.score_thresh is None else args.score_thresh
+    per_img = model.detections_per_img if args.detections_per_img is None else args.detections_per_img
+    print(f"{args.format} model: {out} ({out.stat().st_size / 2**20:.1f} MiB, {time.perf_counter() - start:.1f} s); "
+          f"input images (B, 3, H, W) float in [0, 1], any B, H, W; outputs boxes (B, {per_img}, 4), scores, "
+          f"labels (-1: padding), num_detections; score_thresh {score:g}")
+    if args.no_verify:
+        return EXIT_OK
+    # The exported graph against the eager model on two random images at the model's scale.
+    images = example_input(model, batch=2, seed=1)
+    saved = model.score_thresh, model.detections_per_img
+    model.score_thresh, model.detections_per_img = score, per_img
+    with torch.no_grad():
+        eager = model(list(images))
+    model.score_thresh, model.detections_per_img = saved
+    if args.format == "onnx":
+        got = run_onnx(onnx_session(out), images)
+        runtime = "onnxruntime"
+    else:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", FutureWarning)  # torch.jit.load's deprecation notice
+            traced = torch.jit.load(str(out))
+        with torch.no_grad():
+            got = unpad_detections(*traced(images))
+        runtime = "torch.jit"
+    c = compare_detections(eager, got)
+    ok = c["same_counts"] and c["same_labels"] and c["max_box_diff"] <= 1e-2 and c["max_score_diff"] <= 1e-3
+    print(f"check ({runtime} vs eager, 2 random {images.shape[2]}x{images.shape[3]} images): {c['detections']} detections, "
+          f"same counts {c['same_counts']}, same labels {c['same_labels']}, max box diff {c['max_box_diff']:.2g} px, "
+          f"max score diff {c['max_score_diff']:.2g}" + ("" if ok else "  MISMATCH"))
+    return EXIT_OK if ok else EXIT_FAILED
+
+
+# ---------------------------------------------------------------------------------------------
+# data show / analyze anchors
+# ---------------------------------------------------------------------------------------------
+
+
+def _analysis_config(args: argparse.Namespace) -> Config:
+    """The config whose model part (anchors, input scale, matcher) `data show` and `analyze
+    anchors` use: --config (default: the paper's defaults) and KEY=VALUE overrides; a bare model
+    option (anchor_sizes=[16,32,64,128,256]) means model.<option>."""
+    from dataclasses import fields as dc_fields
+
+    from .model.config import ModelConfig
+
+    model_keys = {f.name for f in dc_fields(ModelConfig)}
+    overrides = []
+    for item in args.args:
+        if "=" not in item:
+            raise CliError(f"unexpected argument {item!r}: expected KEY=VALUE overrides after the dataset")
+        key = item.split("=", 1)[0].strip()
+        overrides.append(f"model.{item.strip()}" if key in model_keys else item)
+    return load_config(args.config, overrides)
+
+
+def _analysis_dataset(args: argparse.Namespace):
+    """The DATASET of `data show` / `analyze anchors`, bad entries skipped (and counted)."""
+    from .data import build_dataset
+    from .data.build import coco_splits
+
+    split = args.split
+    path = Path(args.dataset)
+    if split is None and path.is_dir() and args.kind in (None, "coco"):
+        splits = coco_splits(path)
+        if len(splits) > 1 and "train" in splits:
+            split = "train"  # the anchors are for training
+    try:
+        return build_dataset(args.kind, args.dataset, split=split, images_dir=args.images_dir, class_map=args.class_map, on_bad="skip")
+    except TypeError as e:  # an option the dataset kind does not take
+        raise CliError(str(e)) from None
+
+
+def cmd_data_show(args: argparse.Namespace) -> int:
+    from .data.show import show_images
+
+    cfg = _analysis_config(args)
+    dataset = _analysis_dataset(args)
+    if args.index:
+        bad = [i for i in args.index if not 0 <= i < len(dataset)]
+        if bad:
+            raise CliError(f"--index {bad[0]}: the dataset has {len(dataset)} images (0..{len(dataset) - 1})")
+        indices = list(dict.fromkeys(args.index))
+    else:
+        with_boxes = [i for i, r in enumerate(dataset.records) if len(r.boxes)]
+        indices = with_boxes[: args.num]
+    if not indices:
+        raise CliError(f"no image with boxes in {dataset.source}")
+    m = cfg.model
+    print(f"{dataset.source}: {len(indices)} of {len(dataset)} images; anchors {tuple(m.anchor_sizes)} x "
+          f"{m.scales_per_octave} scales x ratios {tuple(m.aspect_ratios)}, input {m.min_size}/{m.max_size}, "
+          f"positive at IoU >= {m.fg_iou_thresh:g}" + (" (+ low-quality matches)" if m.allow_low_quality_matches else ""))
+    results = show_images(dataset, m, args.out, indices)
+    boxes = unreached = 0
+    for r in results:
+        boxes += r["boxes"]
+        unreached += r["unreached"]
+        print(f"  {r['file_name']}: {r['boxes']} boxes, positive anchors per box {r['positives']}"
+              + (f", {r['unreached']} without an anchor at IoU >= {m.fg_iou_thresh:g}" if r["unreached"] else "")
+              + f" -> {r['path']}")
+    print(f"{boxes} boxes, {unreached} without an anchor at IoU >= {m.fg_iou_thresh:g} (red, crossed): pictures in {args.out}/")
+    return EXIT_OK
+
+
+def cmd_analyze_anchors(args: argparse.Namespace) -> int:
+    from .analysis import coverage_report, format_report, plot_report, public
+
+    cfg = _analysis_config(args)
+    dataset = _analysis_dataset(args)
+    if not any(len(r.boxes) for r in dataset.records):
+        raise CliError(f"no boxes in {dataset.source}")
+    if args.sample < 1:
+        raise CliError(f"--sample {args.sample}: expected >= 1")
+    start = time.perf_counter()
+    report = coverage_report(dataset, cfg.model, search=not args.no_search, sample=args.sample)
+    print(format_report(report))
+    plot = plot_report(report, args.out)
+    print(f"plot: {plot}" + (f"; JSON: {args.json}" if args.json else "") + f" ({time.perf_counter() - start:.1f} s)")
+    if args.json:
+        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.json).write_text(json.dumps(public(report), indent=1))
     return EXIT_OK
 
 
@@ -473,14 +655,26 @@ def _wrap(text: str) -> str:
 _OVERRIDES_HELP = "dotted overrides of the config, e.g. train.max_iter=1000 model.focal_gamma=0 train.lr_steps=[600,800]"
 
 
+def _dataset_options(q: argparse.ArgumentParser) -> None:
+    """The dataset options of `data show` and `analyze anchors` (as `data check`), and --config."""
+    q.add_argument("--config", metavar="CONFIG", help="the YAML config whose model options apply (default: the paper's defaults)")
+    q.add_argument("--kind", choices=("coco", "voc", "csv"), help="default: detected from DATASET")
+    q.add_argument("--split", help="COCO folder: annotations/instances_<split>.json (default train when there are several); "
+                                   "VOC: ImageSets/Main/<split>.txt")
+    q.add_argument("--images-dir", metavar="D", help="COCO: the image folder (default: inferred)")
+    q.add_argument("--class-map", metavar="F", help="CSV: the class_name,id file")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="retinanet", formatter_class=_FMT,
-        description=_wrap("RetinaNet and the focal loss (Lin et al., 2017): train, evaluate, predict."),
+        description=_wrap("RetinaNet and the focal loss (Lin et al., 2017): train, evaluate, predict, export, analyse."),
         epilog="examples:\n"
                "  retinanet demo                               # synthetic data, train on CPU, AP table, detections.png\n"
                "  retinanet train configs/coco/retinanet_r50_fpn_1x.yaml data.train_path=... data.val_path=...\n"
                "  torchrun --nproc_per_node 8 -m retinanet train configs/coco/retinanet_r50_fpn_1x.yaml ...\n"
+               "  retinanet export --weights model_final.pth --format onnx --out retinanet.onnx\n"
+               "  retinanet analyze anchors data/synth --config configs/synth/retinanet_r18_synth.yaml\n"
                "  retinanet <command> --help",
     )
     parser.add_argument("--version", action="version", version=f"retinanet {__version__}")
@@ -529,15 +723,24 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_eval, takes_overrides=True)
 
     p = sub.add_parser(
-        "predict", help="draw and save detections on image files", formatter_class=_FMT,
-        description=_wrap("Detect objects in images: for each image, OUT/<stem>.png with the boxes drawn and "
-                    "OUT/<stem>.json with {image, width, height, detections: [{box xyxy, score, label, class_name}]}."),
+        "predict", help="detect objects in images, folders and videos", formatter_class=_FMT,
+        description=_wrap("Detect objects in images, folders of images (searched recursively) and video files, with a "
+                    "progress bar. For each image, OUT/<stem>.png with the boxes, class names and scores drawn and "
+                    "OUT/<stem>.json with {image, width, height, detections: [{box xyxy, score, label, class_name}]}; "
+                    "--coco FILE also writes all of them as one COCO-style JSON (annotations with a score). For "
+                    "each video, OUT/<stem>_detections.json (COCO-style, one image per frame with its frame_index "
+                    "and timestamp) and, with --save-video, the annotated video. Animated .gif/.webp are read with "
+                    "Pillow; .mp4 .avi .mov .mkv .webm .m4v need PyAV (pip install av)."),
         epilog="examples:\n"
                "  retinanet predict --weights outputs/synth/retinanet_r18_synth/model_final.pth val/ --out preds\n"
                "  retinanet predict --weights torchvision-coco street.jpg photos/ --out preds --score-thresh 0.5\n"
+               "  retinanet predict --weights model_final.pth photos/ --out preds --coco preds/detections.json --no-pictures\n"
+               "  retinanet predict --weights model_final.pth clip.mp4 --out preds --save-video --batch-size 4\n"
                "  retinanet predict --weights state_dict.pth --model retinanet_r50_fpn a.jpg --out preds",
     )
-    p.add_argument("inputs", nargs="+", metavar="INPUT", help="image files (.jpg .jpeg .png .bmp) or folders (searched recursively)")
+    p.add_argument("inputs", nargs="+", metavar="INPUT",
+                   help="image files (.jpg .jpeg .png .bmp), folders of them (searched recursively) or video files "
+                        "(.gif .webp; with PyAV .mp4 .avi .mov .mkv .webm .m4v)")
     p.add_argument("--weights", required=True, metavar="W",
                    help=f"a checkpoint of this library, or '{TORCHVISION_COCO}' (torchvision's COCO R50 weights)")
     p.add_argument("--out", required=True, metavar="DIR", help="the output folder")
@@ -545,14 +748,47 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--config", metavar="CONFIG", help="the model config, for a checkpoint without a saved config")
     p.add_argument("--model", metavar="NAME", help="a named variant (retinanet_r50_fpn, ...), for a checkpoint without a saved config")
     p.add_argument("--device", default="auto", help="auto (default), cpu, cuda, cuda:1, ...")
+    p.add_argument("--batch-size", type=int, default=1, metavar="N", help="images or frames per forward pass (default 1)")
+    p.add_argument("--coco", metavar="FILE", help="also write the image detections as one COCO-style JSON file")
+    p.add_argument("--no-pictures", action="store_true", help="write no annotated PNG per image (JSON only)")
+    p.add_argument("--save-video", action="store_true",
+                   help="also write each video annotated: OUT/<stem>_detections.mp4 (.gif/.webp for those inputs)")
     p.set_defaults(func=cmd_predict)
 
     p = sub.add_parser(
-        "data", help="make or check a dataset", formatter_class=_FMT,
-        description=_wrap("Datasets: `data synth` writes the built-in synthetic dataset, `data check` describes one."),
-        epilog="examples:\n  retinanet data synth --out data/synth\n  retinanet data check data/synth/annotations/instances_val.json",
+        "export", help="export a model to ONNX or TorchScript, NMS included", formatter_class=_FMT,
+        description=_wrap("Export a model as one graph from an image batch to detections: preprocessing (resize, "
+                    "normalisation, padding), backbone, FPN, head, anchors, box decoding and class-wise NMS, all "
+                    "inside (standard ONNX operators; NonMaxSuppression for NMS), with dynamic batch size and image "
+                    "size. Input `images` (B, 3, H, W) float32 RGB in [0, 1]; outputs `boxes` (B, D, 4) xyxy in "
+                    "input pixels, `scores` (B, D), `labels` (B, D) int64 with -1 for padding, `num_detections` "
+                    "(B,), D = detections per image. The export is then checked against the eager model "
+                    "(onnxruntime or torch.jit) on two random images; exit status 1 if they differ."),
+        epilog="examples:\n"
+               "  retinanet export --weights outputs/synth/retinanet_r18_synth/model_final.pth --format onnx --out retinanet.onnx\n"
+               "  retinanet export --weights torchvision-coco --format onnx --out retinanet_r50_coco.onnx --score-thresh 0.3\n"
+               "  retinanet export --weights model_final.pth --format torchscript --out retinanet.pt",
     )
-    data = p.add_subparsers(dest="data_command", metavar="{synth,check}", required=True)
+    p.add_argument("--weights", required=True, metavar="W",
+                   help=f"a checkpoint of this library, or '{TORCHVISION_COCO}' (torchvision's COCO R50 weights)")
+    p.add_argument("--format", required=True, choices=("onnx", "torchscript"), help="onnx (.onnx) or torchscript (traced, .pt)")
+    p.add_argument("--out", required=True, metavar="FILE", help="the file to write")
+    p.add_argument("--score-thresh", type=float, metavar="S", help="the graph's score threshold (default: the model's)")
+    p.add_argument("--detections-per-img", type=int, metavar="D", help="the outputs' second dimension (default: the model's)")
+    p.add_argument("--opset", type=int, default=17, metavar="N", help="ONNX opset version (default 17)")
+    p.add_argument("--config", metavar="CONFIG", help="the model config, for a checkpoint without a saved config")
+    p.add_argument("--model", metavar="NAME", help="a named variant (retinanet_r50_fpn, ...), for a checkpoint without a saved config")
+    p.add_argument("--no-verify", action="store_true", help="skip the check against the eager model")
+    p.set_defaults(func=cmd_export)
+
+    p = sub.add_parser(
+        "data", help="make, check or show a dataset", formatter_class=_FMT,
+        description=_wrap("Datasets: `data synth` writes the built-in synthetic dataset, `data check` describes one, "
+                    "`data show` draws its ground truth with the anchors training would assign."),
+        epilog="examples:\n  retinanet data synth --out data/synth\n  retinanet data check data/synth/annotations/instances_val.json\n"
+               "  retinanet data show data/synth --out show/",
+    )
+    data = p.add_subparsers(dest="data_command", metavar="{synth,check,show}", required=True)
 
     q = data.add_parser(
         "synth", help="write the synthetic shapes dataset (COCO format)", formatter_class=_FMT,
@@ -592,6 +828,60 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument("--json", action="store_true", help="print the summary as JSON")
     q.set_defaults(func=cmd_data_check)
 
+    q = data.add_parser(
+        "show", help="draw ground truth with the anchors that would be its positives", formatter_class=_FMT,
+        usage="retinanet data show [-h] DATASET --out DIR [--num N | --index I ...] [--config CONFIG] [KEY=VALUE ...]",
+        description=_wrap("Draw images of a dataset with their ground-truth boxes and, for each box, the anchors that "
+                    "training would make its positives (the model's resize, anchors and matcher: IoU >= "
+                    "model.fg_iou_thresh, thin outlines; low-quality matches dotted). Boxes that no anchor reaches at "
+                    "that IoU are drawn red and crossed, with their best IoU. One PNG per image in DIR. The anchors "
+                    "and input scale come from --config (default: the paper's) and KEY=VALUE overrides."),
+        epilog="examples:\n"
+               "  retinanet data show data/synth --config configs/synth/retinanet_r18_synth.yaml --out show/\n"
+               "  retinanet data show coco/annotations/instances_val2017.json --out show/ --num 4 anchor_sizes=[16,32,64,128,256]\n"
+               "  retinanet data show VOCdevkit/VOC2007 --split test --index 0 --index 7 --out show/",
+    )
+    q.add_argument("dataset", metavar="DATASET", help="a COCO .json or folder, a VOC folder, or a CSV annotations file")
+    q.add_argument("args", nargs="*", metavar="KEY=VALUE",
+                   help="config overrides; a bare model option means model.<option> (anchor_sizes=[16,32,64,128,256])")
+    q.add_argument("--out", required=True, metavar="DIR", help="the folder of the pictures (created)")
+    q.add_argument("--num", type=int, default=8, metavar="N", help="the first N images with boxes (default 8)")
+    q.add_argument("--index", type=int, action="append", metavar="I", help="draw image I (0-based; repeatable) instead")
+    _dataset_options(q)
+    q.set_defaults(func=cmd_data_show, takes_overrides=True)
+
+    p = sub.add_parser(
+        "analyze", help="analyses of a dataset against a config (anchor coverage)", formatter_class=_FMT,
+        description=_wrap("Analyses: `analyze anchors` measures how many ground-truth boxes the anchors can reach."),
+        epilog="examples:\n  retinanet analyze anchors data/synth --config configs/synth/retinanet_r18_synth.yaml",
+    )
+    analyze = p.add_subparsers(dest="analyze_command", metavar="{anchors}", required=True)
+    q = analyze.add_parser(
+        "anchors", help="anchor coverage by box size and aspect ratio, and better anchors", formatter_class=_FMT,
+        usage="retinanet analyze anchors [-h] DATASET [--out PNG] [--json FILE] [--no-search] [--config CONFIG] [KEY=VALUE ...]",
+        description=_wrap("For the configured anchors (--config, default the paper's, and KEY=VALUE overrides), the share "
+                    "of the dataset's ground-truth boxes that have at least one anchor at IoU >= model.fg_iou_thresh "
+                    "(0.5), i.e. at least one real positive in training, at the model's input scale: overall, by "
+                    "COCO size bucket (small < 32², medium, large > 96², original pixels) and by aspect ratio h/w. "
+                    "Then a grid search over anchor sizes (the P3 size, doubling per level), scales per octave and "
+                    "aspect ratios proposes the setting with the highest coverage and prints its overrides. Writes "
+                    "a plot (PNG) of both."),
+        epilog="examples:\n"
+               "  retinanet analyze anchors data/synth --config configs/synth/retinanet_r18_synth.yaml --out coverage.png\n"
+               "  retinanet analyze anchors coco/annotations/instances_train2017.json --json coverage.json\n"
+               "  retinanet analyze anchors data/synth model.min_size=320 model.max_size=320 anchor_sizes=[16,32,64,128,256]",
+    )
+    q.add_argument("dataset", metavar="DATASET", help="a COCO .json or folder, a VOC folder, or a CSV annotations file")
+    q.add_argument("args", nargs="*", metavar="KEY=VALUE",
+                   help="config overrides; a bare model option means model.<option> (anchor_sizes=[16,32,64,128,256])")
+    q.add_argument("--out", default="anchor_coverage.png", metavar="PNG", help="the plot (default anchor_coverage.png)")
+    q.add_argument("--json", metavar="FILE", help="also write the report as JSON")
+    q.add_argument("--no-search", action="store_true", help="measure the configured anchors only")
+    q.add_argument("--sample", type=int, default=5000, metavar="N",
+                   help="boxes each search candidate is scored on (default 5000; the proposal is then measured on all)")
+    _dataset_options(q)
+    q.set_defaults(func=cmd_analyze_anchors, takes_overrides=True)
+
     p = sub.add_parser(
         "demo", help="synthetic data -> train -> COCO AP table -> detections.png", formatter_class=_FMT,
         usage="retinanet demo [-h] [--resume] [--score-thresh S] [KEY=VALUE ...]",
@@ -607,6 +897,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--resume", action="store_true", help="continue from output_dir/last_checkpoint.pth")
     p.add_argument("--score-thresh", type=float, default=0.3, metavar="S", help="draw detections with score >= S (default 0.3)")
     p.set_defaults(func=cmd_demo, takes_overrides=True)
+
+    # Listed here for `retinanet --help`; main() hands every word after "benchmark" to
+    # retinanet.benchmark.main, which has its own parser (`retinanet benchmark --help`).
+    sub.add_parser("benchmark", add_help=False, help="speed against torchvision's RetinaNet (benchmarks/README.md)")
     return parser
 
 
@@ -617,6 +911,11 @@ def _configure_logging() -> None:
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
     """Run the command line `argv` (default sys.argv[1:]); returns the exit status."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["benchmark"]:
+        from .benchmark import main as benchmark_main
+
+        return benchmark_main(argv[1:])
     parser = build_parser()
     try:
         # parse_known_args, so that KEY=VALUE may also follow options (`train cfg.yaml --resume a=b`)

@@ -199,11 +199,20 @@ def unwrap(model: nn.Module) -> RetinaNet:
 
 
 # ------------------------------------------------------------------ evaluation
+# Evaluation shows this many validation images with their detections (score >= the threshold)
+# and ground truth in TensorBoard, so that a run can be judged by eye as well as by AP.
+EVAL_EXAMPLES = 4
+EVAL_EXAMPLE_SCORE_THRESH = 0.3
+
+
 @torch.no_grad()
-def evaluate(model: nn.Module, dataset, cfg: Config, device: torch.device, max_images: int | None = None, results_path=None) -> dict:
+def evaluate(model: nn.Module, dataset, cfg: Config, device: torch.device, max_images: int | None = None, results_path=None,
+             writer=None, step: int = 0, num_examples: int = EVAL_EXAMPLES) -> dict:
     """COCO metrics of `model` on `dataset` (sharded over ranks, gathered on rank 0), and the
     COCO results JSON written to `results_path` when given. Returns the metrics dict on rank 0
-    ({} elsewhere)."""
+    ({} elsewhere). With a TensorBoard `writer`, the first `num_examples` images of this rank's
+    share are logged as pictures "eval/example_<k>" at `step`: ground truth in white, detections
+    with score >= EVAL_EXAMPLE_SCORE_THRESH in their class colours."""
     net = unwrap(model)
     was_training = net.training
     net.eval()
@@ -216,10 +225,16 @@ def evaluate(model: nn.Module, dataset, cfg: Config, device: torch.device, max_i
     )
     evaluator = CocoEvaluator(dataset.coco_gt(), dataset.label_to_cat_id, backend=cfg.eval.backend)
     amp = _autocast(cfg.train.amp, device)
+    examples = []
     for images, targets in tqdm(loader, desc="eval", disable=not is_main(), leave=False):
         with amp:
             dets = net([im.to(device) for im in images])
-        evaluator.update([int(t["image_id"]) for t in targets], [{k: v.float().cpu() for k, v in d.items()} for d in dets])
+        dets = [{k: v.float().cpu() for k, v in d.items()} for d in dets]
+        evaluator.update([int(t["image_id"]) for t in targets], dets)
+        if writer is not None and len(examples) < num_examples:
+            examples += list(zip(images, targets, dets))[: num_examples - len(examples)]
+    if examples:
+        _log_examples(writer, examples, dataset.class_names, step)
     results, ids = evaluator.results(), list(evaluator.image_ids)
     if world > 1:
         gathered = [None] * world
@@ -236,6 +251,20 @@ def evaluate(model: nn.Module, dataset, cfg: Config, device: torch.device, max_i
         evaluator.write_results(results_path)
     net.train(was_training)
     return metrics
+
+
+def _log_examples(writer, examples, class_names, step: int) -> None:
+    """Pictures of (image, target, detections) triples to TensorBoard, as HWC uint8."""
+    import numpy as np
+
+    from .visualize import draw_detections, draw_ground_truth
+
+    for k, (image, target, det) in enumerate(examples):
+        keep = det["scores"] >= EVAL_EXAMPLE_SCORE_THRESH
+        picture = draw_ground_truth(image, target["boxes"])
+        picture = draw_detections(picture, det["boxes"][keep], det["labels"][keep].long(), det["scores"][keep], class_names)
+        writer.add_image(f"eval/example_{k}", np.asarray(picture), step, dataformats="HWC")
+    writer.flush()
 
 
 def _autocast(amp: str, device: torch.device):
@@ -377,7 +406,7 @@ def train(cfg: Config, resume: bool = False, stop_after: int | None = None, on_s
             if it % tc.checkpoint_period == 0 or it == end_iter:
                 _save(out / "last_checkpoint.pth", model, optimizer, scheduler, scaler, it, cfg, world, train_ds.class_names)
             if tc.eval_period and it % tc.eval_period == 0 and it < tc.max_iter and val_ds is not None:
-                m = evaluate(model, val_ds, cfg, device)
+                m = evaluate(model, val_ds, cfg, device, writer=writer, step=it)
                 if is_main():
                     _log_eval(m, it, writer, metrics_file)
     finally:
@@ -385,7 +414,7 @@ def train(cfg: Config, resume: bool = False, stop_after: int | None = None, on_s
 
     metrics = {}
     if it >= tc.max_iter and val_ds is not None:
-        metrics = evaluate(model, val_ds, cfg, device)
+        metrics = evaluate(model, val_ds, cfg, device, writer=writer, step=it)
         if is_main():
             _log_eval(metrics, it, writer, metrics_file)
             atomic_save({"model": model.state_dict(), "config": config_to_dict(cfg), "class_names": list(train_ds.class_names)}, out / "model_final.pth")

@@ -1,5 +1,6 @@
-"""Pictures of detections: boxes with class name and score drawn on an image, and grids of such
-pictures. Plain PIL; boxes are xyxy in the image's pixels (the model's eval-mode output)."""
+"""Pictures of detections: boxes with class name and score drawn on an image, grids of such
+pictures, and ground truth with the anchors it would be assigned (`retinanet data show`). Plain
+PIL; boxes are xyxy in the image's pixels (the model's eval-mode output)."""
 
 from __future__ import annotations
 
@@ -102,6 +103,93 @@ def draw_detections(
     return canvas
 
 
+UNREACHED_COLOUR = (230, 20, 20)
+
+
+def _dotted_rectangle(draw: ImageDraw.ImageDraw, box: Sequence[float], colour, step: int = 4) -> None:
+    """A 1-px rectangle drawn every other `step` pixels (PIL has no dashed lines)."""
+    x1, y1, x2, y2 = (int(round(v)) for v in box)
+    for x in range(x1, x2 + 1, 2 * step):
+        draw.line([(x, y1), (min(x + step, x2), y1)], fill=colour)
+        draw.line([(x, y2), (min(x + step, x2), y2)], fill=colour)
+    for y in range(y1, y2 + 1, 2 * step):
+        draw.line([(x1, y), (x1, min(y + step, y2))], fill=colour)
+        draw.line([(x2, y), (x2, min(y + step, y2))], fill=colour)
+
+
+def _tag(draw: ImageDraw.ImageDraw, text: str, x: float, y: float, colour, font, width: int) -> None:
+    """A filled label above (x, y), or just below it when there is no room above."""
+    left, top, right, bottom = draw.textbbox((0, 0), text, font=font)
+    tw, th = right - left + 4, bottom - top + 4
+    tx = min(max(x, 0), max(width - tw, 0))
+    ty = y - th if y - th >= 0 else max(y, 0)
+    draw.rectangle([tx, ty, tx + tw, ty + th], fill=colour)
+    luminance = 0.299 * colour[0] + 0.587 * colour[1] + 0.114 * colour[2]
+    draw.text((tx + 2 - left, ty + 2 - top), text, fill=(0, 0, 0) if luminance > 140 else (255, 255, 255), font=font)
+
+
+def draw_anchor_matches(
+    image: Any,
+    boxes: Any,
+    labels: Any,
+    positives: Sequence[Any],
+    low_quality: Sequence[Any],
+    best_iou: Any,
+    class_names: Sequence[str] | None = None,
+    iou_thresh: float = 0.5,
+) -> Image.Image:
+    """Ground truth with the anchors that would be its positives in training.
+
+    boxes (n, 4) xyxy and labels (n,) in the image's pixels; positives[i] (k_i, 4): the anchors
+    assigned to box i with IoU >= iou_thresh (thin, in the box's colour); low_quality[i]: those
+    assigned below it by the matcher's low-quality rule (dotted); best_iou (n,): each box's best
+    anchor IoU. A box that no anchor reaches at iou_thresh is drawn in red and crossed, its tag
+    giving its best IoU; the others are tagged "name: k anchors".
+    """
+    canvas = to_pil(image).copy()
+    boxes = [list(map(float, b)) for b in _as_list(boxes, float)]
+    labels = [int(v) for v in _as_list(labels, int)]
+    best = [float(v) for v in _as_list(best_iou, float)]
+    if not len(boxes) == len(labels) == len(best) == len(positives) == len(low_quality):
+        raise ValueError("draw_anchor_matches: boxes, labels, positives, low_quality and best_iou differ in length")
+    width, height = canvas.size
+    line = max(2, round(min(width, height) / 250))
+    font = _font(max(10, round(min(width, height) / 45)))
+    draw = ImageDraw.Draw(canvas)
+    # the anchors first, so that the ground truth stays on top
+    for label, pos, low in zip(labels, positives, low_quality):
+        colour = class_colour(label)
+        light = tuple(int(c + (255 - c) * 0.45) for c in colour)
+        for a in _as_list(pos, float):
+            draw.rectangle(a, outline=light, width=1)
+        for a in _as_list(low, float):
+            _dotted_rectangle(draw, a, light)
+    for box, label, pos, iou in zip(boxes, labels, positives, best):
+        name = class_names[label] if class_names is not None and 0 <= label < len(class_names) else str(label)
+        x1, y1, x2, y2 = box
+        if iou < iou_thresh:
+            draw.rectangle(box, outline=UNREACHED_COLOUR, width=line)
+            draw.line([(x1, y1), (x2, y2)], fill=UNREACHED_COLOUR, width=max(1, line // 2))
+            draw.line([(x1, y2), (x2, y1)], fill=UNREACHED_COLOUR, width=max(1, line // 2))
+            _tag(draw, f"{name}: no anchor >= {iou_thresh:g} (best {iou:.2f})", x1, y1, UNREACHED_COLOUR, font, width)
+        else:
+            colour = class_colour(label)
+            draw.rectangle(box, outline=colour, width=line)
+            k = len(_as_list(pos, float))
+            _tag(draw, f"{name}: {k} anchor{'s' if k != 1 else ''}", x1, y1, colour, font, width)
+    return canvas
+
+
+def draw_ground_truth(image: Any, boxes: Any, colour=(255, 255, 255), width: int | None = None) -> Image.Image:
+    """A copy of `image` with boxes outlined in one colour (ground truth under predictions)."""
+    canvas = to_pil(image).copy()
+    draw = ImageDraw.Draw(canvas)
+    line = width or max(1, round(min(canvas.size) / 400))
+    for b in _as_list(boxes, float):
+        draw.rectangle(list(map(float, b)), outline=colour, width=line)
+    return canvas
+
+
 def save_grid(
     images_with_dets: Sequence[Image.Image],
     path: str | os.PathLike,
@@ -143,4 +231,4 @@ def save_grid(
     return path
 
 
-__all__ = ["class_colour", "draw_detections", "save_grid", "to_pil"]
+__all__ = ["class_colour", "draw_anchor_matches", "draw_detections", "draw_ground_truth", "save_grid", "to_pil"]
