@@ -730,7 +730,7 @@ def build_parser() -> argparse.ArgumentParser:
                     "--coco FILE also writes all of them as one COCO-style JSON (annotations with a score). For "
                     "each video, OUT/<stem>_detections.json (COCO-style, one image per frame with its frame_index "
                     "and timestamp) and, with --save-video, the annotated video. Animated .gif/.webp are read with "
-                    "Pillow; .mp4 .avi .mov .mkv .webm .m4v need PyAV (pip install av)."),
+                    "Pillow; .mp4 .avi .mov .mkv .webm .m4v with PyAV."),
         epilog="examples:\n"
                "  retinanet predict --weights outputs/synth/retinanet_r18_synth/model_final.pth val/ --out preds\n"
                "  retinanet predict --weights torchvision-coco street.jpg photos/ --out preds --score-thresh 0.5\n"
@@ -740,7 +740,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("inputs", nargs="+", metavar="INPUT",
                    help="image files (.jpg .jpeg .png .bmp), folders of them (searched recursively) or video files "
-                        "(.gif .webp; with PyAV .mp4 .avi .mov .mkv .webm .m4v)")
+                        "(.gif .webp .mp4 .avi .mov .mkv .webm .m4v)")
     p.add_argument("--weights", required=True, metavar="W",
                    help=f"a checkpoint of this library, or '{TORCHVISION_COCO}' (torchvision's COCO R50 weights)")
     p.add_argument("--out", required=True, metavar="DIR", help="the output folder")

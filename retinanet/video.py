@@ -3,8 +3,9 @@
 Two back ends:
 - Pillow (always installed) for animated images: .gif and .webp, read frame by frame and
   written back in the same format with the same frame durations.
-- PyAV (`pip install av`, FFmpeg's libraries) for real video containers: .mp4, .avi, .mov,
-  .mkv, .webm, .m4v. Without it those files are refused with a message that says so.
+- PyAV (FFmpeg's libraries; a declared dependency) for real video containers: .mp4, .avi,
+  .mov, .mkv, .webm, .m4v. Should its import fail (a broken FFmpeg build), those files are
+  refused with a message that says so.
 
 `open_video(path)` gives the frames as (H, W, 3) uint8 RGB arrays with their timestamps;
 `video_writer(path, fps, size, like)` writes annotated frames.

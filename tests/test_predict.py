@@ -105,3 +105,36 @@ def test_predict_help_mentions_folders_and_videos(capsys):
     text = capsys.readouterr().out
     for word in ("--coco", "--save-video", "--batch-size", "--no-pictures", ".mp4", ".gif"):
         assert word in text
+
+
+def _write_mp4(path, frames, fps=5):
+    import av
+
+    with av.open(str(path), "w") as container:
+        stream = container.add_stream("mpeg4", rate=fps)
+        stream.width, stream.height, stream.pix_fmt = frames[0].width, frames[0].height, "yuv420p"
+        for frame in frames:
+            for packet in stream.encode(av.VideoFrame.from_image(frame)):
+                container.mux(packet)
+        for packet in stream.encode():
+            container.mux(packet)
+
+
+def test_predict_mp4_with_pyav(checkpoint, tmp_path, capsys):
+    import av
+
+    video = tmp_path / "clip.mp4"
+    _write_mp4(video, _frames(5, size=(96, 64)))
+    out = tmp_path / "pred"
+    argv = ["predict", "--weights", str(checkpoint), str(video), "--out", str(out), "--score-thresh", "0", "--save-video"]
+    assert main(argv) == 0
+    data = json.loads((out / "clip_detections.json").read_text())
+    assert [im["frame_index"] for im in data["images"]] == [0, 1, 2, 3, 4]
+    assert [im["timestamp"] for im in data["images"]] == pytest.approx([0.0, 0.2, 0.4, 0.6, 0.8])
+    assert (data["images"][0]["width"], data["images"][0]["height"]) == (96, 64)
+    assert len(data["annotations"]) == 25 and data["info"]["fps"] == pytest.approx(5.0)
+    annotated = next(p for p in out.iterdir() if p.name.startswith("clip_detections") and p.suffix == ".mp4")
+    with av.open(str(annotated)) as container:
+        decoded = [f.to_ndarray(format="rgb24") for f in container.decode(video=0)]
+    assert len(decoded) == 5 and decoded[0].shape == (64, 96, 3)
+    assert "clip.mp4: 5 frames, 25 detections" in capsys.readouterr().out
