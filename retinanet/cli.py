@@ -9,6 +9,9 @@
     retinanet data check PATH [--images-dir D] [--class-map F] [--on-bad skip]
     retinanet data show DATASET --out DIR [--config CONFIG] [KEY=VALUE ...]
     retinanet analyze anchors DATASET [--out PNG] [--config CONFIG] [KEY=VALUE ...]
+    retinanet analyze loss-cdf --weights W [--out PNG]           Fig. 4
+    retinanet experiment TABLE [--scale mini|paper] [KEY=VALUE ...]   Table 1 (a)-(e), experiments/README.md
+    retinanet figure fig1|fig2 [--out PNG]
     retinanet benchmark [--quick] [--only SECTIONS] [--device cuda] [--out DIR]   (benchmarks/README.md)
 
 Overrides are dotted `key=value` strings (retinanet.config). Exit status: 0 success; 1 a run
@@ -546,6 +549,69 @@ def cmd_analyze_anchors(args: argparse.Namespace) -> int:
 
 
 # ---------------------------------------------------------------------------------------------
+# experiment / figure / analyze loss-cdf
+# ---------------------------------------------------------------------------------------------
+
+
+def cmd_experiment(args: argparse.Namespace) -> int:
+    from .experiments import run_table
+
+    try:
+        run_table(args.table, args.scale, args.args, dry_run=args.dry_run)
+    except ConfigError as e:
+        raise CliError(str(e)) from None
+    return EXIT_OK
+
+
+def cmd_figure(args: argparse.Namespace) -> int:
+    from .experiments import RESULTS_DIR
+    from .figures import plot_fig1, plot_fig2
+
+    if args.figure == "fig1":
+        out = plot_fig1(args.out or "experiments/figures/fig1_focal_loss.png")
+    else:
+        results = Path(args.results or RESULTS_DIR / "speed_mini.json")
+        if not results.is_file():
+            raise CliError(f"{results}: no speed table results; run `retinanet experiment speed --scale mini` first")
+        try:
+            out = plot_fig2(results, args.out or "experiments/figures/fig2_speed_accuracy.png")
+        except ValueError as e:
+            raise CliError(str(e)) from None
+    print(f"figure: {out}")
+    return EXIT_OK
+
+
+def cmd_analyze_loss_cdf(args: argparse.Namespace) -> int:
+    from .engine import build_datasets, resolve_device
+    from .figures import collect_pt, plot_fig4
+
+    ckpt = _load_checkpoint(args.weights)
+    saved = ckpt.get("config")
+    if saved is None:
+        raise CliError(f"{args.weights} holds no config: use a checkpoint written by `retinanet train`")
+    cfg = apply_overrides(_config_from_dict(saved), args.args)
+    model, model_cfg = _model_from_checkpoint(ckpt, cfg, [])
+    cfg = replace(cfg, model=model_cfg)
+    _, val_ds = build_datasets(cfg, train=False)
+    if val_ds is None:
+        raise CliError(f"no validation set: set data.val_path (data.kind={cfg.data.kind})")
+    device = resolve_device(cfg.train.device)
+    pos, neg = collect_pt(model.to(device), val_ds, device, max_images=args.max_images)
+    gammas = tuple(float(g) for g in args.gammas.split(","))
+    out, summary = plot_fig4(pos, neg, args.out, gammas)
+    print(f"{len(pos):,} positive and {len(neg):,} negative samples from {min(len(val_ds), args.max_images)} images of {val_ds.source}")
+    print("| γ | share of the negatives' loss in their hardest 1% | share of the positives' loss in their hardest 20% |")
+    print("|---|---|---|")
+    for g, s in summary.items():
+        print(f"| {g} | {s['negatives_hardest_1pct_share']:.3f} | {s['positives_hardest_20pct_share']:.3f} |")
+    print(f"figure: {out}")
+    if args.json:
+        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.json).write_text(json.dumps({"positives": len(pos), "negatives": len(neg), "gammas": summary}, indent=1))
+    return EXIT_OK
+
+
+# ---------------------------------------------------------------------------------------------
 # data synth / data check
 # ---------------------------------------------------------------------------------------------
 
@@ -851,11 +917,12 @@ def build_parser() -> argparse.ArgumentParser:
     q.set_defaults(func=cmd_data_show, takes_overrides=True)
 
     p = sub.add_parser(
-        "analyze", help="analyses of a dataset against a config (anchor coverage)", formatter_class=_FMT,
-        description=_wrap("Analyses: `analyze anchors` measures how many ground-truth boxes the anchors can reach."),
+        "analyze", help="anchor coverage of a dataset; the loss distribution of a trained model (Fig. 4)", formatter_class=_FMT,
+        description=_wrap("Analyses: `analyze anchors` measures how many ground-truth boxes the anchors can reach; "
+                    "`analyze loss-cdf` draws the paper's Fig. 4 for a trained model."),
         epilog="examples:\n  retinanet analyze anchors data/synth --config configs/synth/retinanet_r18_synth.yaml",
     )
-    analyze = p.add_subparsers(dest="analyze_command", metavar="{anchors}", required=True)
+    analyze = p.add_subparsers(dest="analyze_command", metavar="{anchors,loss-cdf}", required=True)
     q = analyze.add_parser(
         "anchors", help="anchor coverage by box size and aspect ratio, and better anchors", formatter_class=_FMT,
         usage="retinanet analyze anchors [-h] DATASET [--out PNG] [--json FILE] [--no-search] [--config CONFIG] [KEY=VALUE ...]",
@@ -881,6 +948,58 @@ def build_parser() -> argparse.ArgumentParser:
                    help="boxes each search candidate is scored on (default 5000; the proposal is then measured on all)")
     _dataset_options(q)
     q.set_defaults(func=cmd_analyze_anchors, takes_overrides=True)
+
+    q = analyze.add_parser(
+        "loss-cdf", help="Fig. 4: the CDF of the normalized loss of a trained model", formatter_class=_FMT,
+        usage="retinanet analyze loss-cdf [-h] --weights W [--out PNG] [--gammas G,...] [--max-images N] [KEY=VALUE ...]",
+        description=_wrap("The paper's Fig. 4 (§5.1, analysis of the focal loss): run a trained model (its saved config "
+                    "says which data) on validation images, take p_t of the positive samples (the ground-truth class "
+                    "output of each foreground anchor) and of the negative samples (every class output of each "
+                    "background anchor), compute the focal loss of each for several γ, normalize it to sum to one, "
+                    "and plot its cumulative distribution from the lowest loss to the highest."),
+        epilog="examples:\n  retinanet analyze loss-cdf --weights outputs/synth/retinanet_r18_synth/model_final.pth --out fig4.png",
+    )
+    q.add_argument("args", nargs="*", metavar="KEY=VALUE", help="overrides of the checkpoint's saved config, e.g. data.val_path=...")
+    q.add_argument("--weights", required=True, metavar="W", help="a checkpoint written by `retinanet train`")
+    q.add_argument("--out", default="experiments/figures/fig4_loss_cdf.png", metavar="PNG", help="the figure")
+    q.add_argument("--gammas", default="0,0.5,1,2", metavar="G,...", help="the γ values (default 0,0.5,1,2)")
+    q.add_argument("--max-images", type=int, default=100, metavar="N", help="validation images to sample (default 100)")
+    q.add_argument("--json", metavar="FILE", help="also write the loss shares as JSON")
+    q.set_defaults(func=cmd_analyze_loss_cdf, takes_overrides=True)
+
+    p = sub.add_parser(
+        "experiment", help="reproduce a table of the paper (Table 1 (a)-(e))", formatter_class=_FMT,
+        usage="retinanet experiment [-h] TABLE [--scale mini|paper] [--dry-run] [KEY=VALUE ...]",
+        description=_wrap("Train and evaluate every row of one of the paper's ablation tables (experiments/tables/"
+                    "TABLE.yaml: alpha = 1(a), gamma = 1(b), anchors = 1(c), ohem = 1(d), speed = 1(e)) and write "
+                    "experiments/results/TABLE_SCALE.md and .json with the measured numbers beside the paper's. "
+                    "Finished runs are cached by the hash of their resolved config (experiments/runs/): an "
+                    "interrupted table resumes, and finished rows are not trained again. --scale paper uses the "
+                    "paper's exact settings (COCO, 90k iterations of 16 images: run it under torchrun on GPUs)."),
+        epilog="examples:\n"
+               "  retinanet experiment gamma --scale mini\n"
+               "  retinanet experiment alpha --scale mini data.train_path=my_coco_folder\n"
+               "  torchrun --nproc_per_node 8 -m retinanet experiment anchors --scale paper\n"
+               "  retinanet experiment ohem --scale paper --dry-run    # list the runs and their config hashes",
+    )
+    p.add_argument("table", choices=("alpha", "gamma", "anchors", "ohem", "speed"), metavar="TABLE", help="alpha, gamma, anchors, ohem or speed")
+    p.add_argument("args", nargs="*", metavar="KEY=VALUE", help="overrides applied to every row, e.g. train.device=cuda")
+    p.add_argument("--scale", choices=("mini", "paper"), default="mini", help="mini (synthetic data, CPU minutes) or paper")
+    p.add_argument("--dry-run", action="store_true", help="list the runs without training")
+    p.set_defaults(func=cmd_experiment, takes_overrides=True)
+
+    p = sub.add_parser(
+        "figure", help="draw the paper's Fig. 1 or Fig. 2", formatter_class=_FMT,
+        usage="retinanet figure [-h] {fig1,fig2} [--results JSON] [--out PNG]",
+        description=_wrap("fig1: the focal loss against p_t for γ in {0, .5, 1, 2, 5}. fig2: AP against ms per image "
+                    "from the speed table's results (default experiments/results/speed_mini.json). Fig. 4 needs a "
+                    "trained model: `retinanet analyze loss-cdf`."),
+        epilog="examples:\n  retinanet figure fig1\n  retinanet figure fig2 --results experiments/results/speed_mini.json --out fig2.png",
+    )
+    p.add_argument("figure", choices=("fig1", "fig2"))
+    p.add_argument("--results", metavar="JSON", help="fig2: the speed table's results JSON")
+    p.add_argument("--out", metavar="PNG", help="default experiments/figures/fig1_focal_loss.png or fig2_speed_accuracy.png")
+    p.set_defaults(func=cmd_figure)
 
     p = sub.add_parser(
         "demo", help="synthetic data -> train -> COCO AP table -> detections.png", formatter_class=_FMT,

@@ -178,3 +178,13 @@ def test_format_report_shows_spread_and_divergence():
     md = ex.format_report(report)
     assert "| a | 34.0 | 20.0 ± 0.5 | 3 |" in md
     assert "| b (diverged) | 0.0 | — | 1 |" in md
+
+
+def test_experiment_command_dry_run(capsys):
+    from retinanet.cli import main
+
+    assert main(["experiment", "gamma", "--scale", "mini", "--dry-run"]) == 0
+    lines = [l for l in capsys.readouterr().out.splitlines() if l.startswith("[gamma/mini]")]
+    assert len(lines) == 9  # 7 rows, the baseline with 3 seeds
+    assert main(["experiment", "ohem", "--scale", "paper", "--dry-run", "train.max_iter=oops"]) == 2
+    assert "train.max_iter" in capsys.readouterr().err

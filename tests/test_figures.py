@@ -66,3 +66,32 @@ def test_fig2_from_a_speed_report(tmp_path):
     path.write_text(json.dumps(report))
     with pytest.raises(ValueError, match="no row has both AP and ms_per_image"):
         figures.plot_fig2(path, tmp_path / "fig2.png")
+
+
+def test_figure_and_loss_cdf_commands(tmp_path, capsys):
+    from retinanet.cli import main
+    from retinanet.config import Config, DataConfig, config_to_dict
+    from retinanet.model.build import build_model
+    from retinanet.model.config import ModelConfig
+
+    assert main(["figure", "fig1", "--out", str(tmp_path / "f1.png")]) == 0
+    assert (tmp_path / "f1.png").stat().st_size > 10_000
+    assert main(["figure", "fig2", "--results", str(tmp_path / "none.json")]) == 2
+    assert "no speed table results" in capsys.readouterr().err
+
+    root = generate_synthetic(tmp_path / "synth", seed=2, num_train=1, num_val=2, image_size=128)
+    torch.manual_seed(0)
+    mcfg = ModelConfig(backbone="resnet18", num_classes=6, fpn_channels=32, head_convs=1, min_size=128, max_size=128, size_divisor=32)
+    cfg = Config(model=mcfg, data=DataConfig(kind="synth", train_path=str(root)))
+    ckpt = tmp_path / "model_final.pth"
+    torch.save({"model": build_model(mcfg).state_dict(), "config": config_to_dict(cfg), "class_names": list("abcdef")}, ckpt)
+    argv = ["analyze", "loss-cdf", "--weights", str(ckpt), "--out", str(tmp_path / "f4.png"), "--json", str(tmp_path / "f4.json"), "--gammas", "0,2"]
+    assert main(argv) == 0
+    out = capsys.readouterr().out
+    assert "negative samples from 2 images" in out and (tmp_path / "f4.png").stat().st_size > 10_000
+    shares = json.loads((tmp_path / "f4.json").read_text())["gammas"]
+    # A fresh model predicts ~π everywhere: the negatives' losses are nearly equal, so their
+    # hardest 1% carry ~1% of it (a trained model's carry most of it at γ = 2: 0.78 on the demo).
+    assert set(shares) == {"0", "2"}
+    assert shares["0"]["negatives_hardest_1pct_share"] == pytest.approx(0.01, abs=0.002)
+    assert shares["2"]["negatives_hardest_1pct_share"] < 0.03
