@@ -37,12 +37,25 @@ def postprocess_detections(
     scores, anchor_idx, labels = [], [], []
     start = 0
     for n in num_anchors_per_level:
-        logits = cls_logits[:, start : start + n].reshape(B, n * K)
+        logits = cls_logits[:, start : start + n]
+        k = min(topk_candidates, n * K)
         # Top-k on logits: the sigmoid is monotonic, so only the k survivors need it. The top-k
         # of the candidates above the threshold is the top-k filtered by the threshold.
-        top, idx = logits.topk(min(topk_candidates, n * K), dim=1)
+        # Two stages instead of one top-k over all n·K (anchor, class) pairs: the top-k pairs lie
+        # in at most k anchors, each with a class max >= the k-th largest pair >= the k-th
+        # largest class max; so the k anchors of highest class max hold them all (exact up to
+        # float ties at that boundary). A max over classes plus two small top-ks is ~3-5x
+        # cheaper on a CPU than one top-k over all pairs (P3 at 512 px: 3.3 M pairs per image).
+        if k < n * K:
+            cand = logits.amax(dim=2).topk(min(k, n), dim=1).indices  # (B, <=k) anchors
+            sub = logits.gather(1, cand[..., None].expand(-1, -1, K)).reshape(B, -1)
+            top, idx = sub.topk(k, dim=1)
+            anchors_l = cand.gather(1, torch.div(idx, K, rounding_mode="floor"))
+        else:
+            top, idx = logits.reshape(B, n * K).topk(k, dim=1)
+            anchors_l = torch.div(idx, K, rounding_mode="floor")
         scores.append(top.float().sigmoid())
-        anchor_idx.append(torch.div(idx, K, rounding_mode="floor") + start)
+        anchor_idx.append(anchors_l + start)
         labels.append(idx % K)
         start += n
     scores, anchor_idx, labels = torch.cat(scores, 1), torch.cat(anchor_idx, 1), torch.cat(labels, 1)
