@@ -244,10 +244,7 @@ def export_onnx(
     Uses torch.onnx's TorchScript-based exporter (`dynamo=False`): it needs nothing beyond
     torch, and torchvision registers the NonMaxSuppression translation of its `nms` for it.
     """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    wrapper = ExportableRetinaNet(model.cpu().eval(), score_thresh, detections_per_img).eval()
-    example = example_input(model) if example is None else example
+    path, wrapper, example = _prepare(model, path, score_thresh, detections_per_img, example)
     with warnings.catch_warnings(), torch.no_grad():
         # the tracer's notes on shape arithmetic and the exporter's deprecation notice: the
         # shapes are deliberately traced as tensors (see _as_tensor), and the legacy exporter
@@ -261,6 +258,14 @@ def export_onnx(
     return path
 
 
+def _prepare(model: RetinaNet, path, score_thresh, detections_per_img, example):
+    """(path with its folder made, the eval-mode CPU wrapper, the tracing input) of an export."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    wrapper = ExportableRetinaNet(model.cpu().eval(), score_thresh, detections_per_img).eval()
+    return path, wrapper, example_input(model) if example is None else example
+
+
 def export_torchscript(
     model: RetinaNet,
     path: str | Path,
@@ -271,10 +276,7 @@ def export_torchscript(
     """Write `model` as a traced TorchScript module (same inputs and outputs as the ONNX graph;
     the model is moved to the CPU and put in eval mode). Load it with `torch.jit.load(path)`
     after `import torchvision` (which provides the nms op)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    wrapper = ExportableRetinaNet(model.cpu().eval(), score_thresh, detections_per_img).eval()
-    example = example_input(model) if example is None else example
+    path, wrapper, example = _prepare(model, path, score_thresh, detections_per_img, example)
     with warnings.catch_warnings(), torch.no_grad():
         warnings.simplefilter("ignore")
         traced = torch.jit.trace(wrapper, (example,), check_trace=False)

@@ -15,12 +15,6 @@ from retinanet.zoo import TORCHVISION_COCO_URL
 REPO = Path(__file__).resolve().parent.parent
 
 
-@pytest.fixture
-def torch_home(tmp_path, monkeypatch):
-    monkeypatch.setenv("TORCH_HOME", str(tmp_path))
-    torch.hub.set_dir(str(tmp_path / "hub"))
-    yield tmp_path
-    torch.hub.set_dir(os.path.join(torch.hub._get_torch_home(), "hub"))
 
 
 def test_hub_load_from_local_repo_builds_the_named_variant():

@@ -11,12 +11,6 @@ from retinanet.weights import cached_path
 from retinanet.zoo import TORCHVISION_COCO_URL
 
 
-@pytest.fixture
-def torch_home(tmp_path, monkeypatch):
-    monkeypatch.setenv("TORCH_HOME", str(tmp_path))
-    torch.hub.set_dir(str(tmp_path / "hub"))
-    yield tmp_path
-    torch.hub.set_dir(os.path.join(torch.hub._get_torch_home(), "hub"))
 
 
 def _forbid_download(monkeypatch):
