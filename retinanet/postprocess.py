@@ -10,9 +10,48 @@ from __future__ import annotations
 
 import torch
 from torch import Tensor
-from torchvision.ops import batched_nms
+from torchvision.ops import nms
 
 from .assignment import BoxCoder
+
+# Boxes per torchvision `nms` call in `grouped_nms`. The CPU kernel costs O(kept x boxes) per
+# call, so a chunk of C boxes costs ~C^2/2 IoUs. 256 was the fastest of 128-1024 for a batch
+# of 8 images x 91 classes at 512 px (~150 calls instead of one per (image, class) group: 728).
+NMS_CHUNK = {"cpu": 256, "cuda": 4096}
+
+
+def grouped_nms(boxes: Tensor, scores: Tensor, groups: Tensor, iou_threshold: float, chunk_size: int | None = None) -> Tensor:
+    """Exact greedy NMS within each group (e.g. image x class): the indices kept, by decreasing score.
+
+    The same result as torchvision's `batched_nms`, which for more than 1000 boxes on a CPU loops
+    over the groups in Python (a mask over all boxes, a nonzero and an `nms` call per group: 728
+    groups for a batch of 8 COCO images). Here the boxes are sorted by group once and the groups
+    are packed, in order, into chunks of about `chunk_size` boxes; inside a chunk each group is
+    shifted by its index times the span of all coordinates, so boxes of different groups never
+    overlap and one `nms` call serves the whole chunk. The shift is done in float64, where it is
+    exact (a float32 shift would round the coordinates it moves).
+    """
+    n = boxes.shape[0]
+    if n == 0:
+        return torch.empty(0, dtype=torch.int64, device=boxes.device)
+    chunk_size = chunk_size or NMS_CHUNK.get(boxes.device.type, 4096)
+    order = torch.sort(groups, stable=True).indices
+    g = groups[order]
+    new = torch.ones(n, dtype=torch.bool, device=boxes.device)
+    new[1:] = g[1:] != g[:-1]
+    gidx = new.cumsum(0) - 1  # dense group index of each box, in sorted order
+    group_chunk = new.nonzero().squeeze(1) // chunk_size  # a group goes whole into the chunk where it starts
+    sizes = torch.bincount(group_chunk[gidx]).tolist()
+    b = boxes[order].double()
+    b = b + (gidx * (b.max() - b.min() + 1))[:, None]
+    s = scores[order]
+    keep, start = [], 0
+    for size, bc, sc in zip(sizes, b.split(sizes), s.split(sizes)):
+        if size:
+            keep.append(nms(bc, sc.double(), iou_threshold) + start)
+            start += size
+    kept = order[torch.cat(keep)]
+    return kept[torch.sort(scores[kept], descending=True, stable=True).indices]
 
 
 def postprocess_detections(
@@ -75,7 +114,7 @@ def postprocess_detections(
     )
     scores, labels = scores[img, cand], labels[img, cand]
 
-    keep = batched_nms(boxes, scores, img * K + labels, nms_thresh)  # by decreasing score
+    keep = grouped_nms(boxes, scores, img * K + labels, nms_thresh)  # by decreasing score
     # The first detections_per_img survivors of each image: a stable sort by image keeps the
     # score order inside each image; the rank within the image is the position minus its start.
     keep = keep[torch.sort(img[keep], stable=True).indices]

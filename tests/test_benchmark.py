@@ -123,3 +123,31 @@ def test_ap_section_compares_fast_mode_with_fp32(tmp_path, monkeypatch):
     d = row["details"]
     assert isinstance(d["ap_fp32"], float) and isinstance(d["ap_fast"], float)
     assert row["met"] == (abs(d["ap_fast"] - d["ap_fp32"]) <= 0.5)
+
+
+def test_update_replaces_only_the_rerun_sections(quick_results, tmp_path, monkeypatch):
+    _, first = quick_results
+    monkeypatch.setenv("RETINANET_NO_COMPILE", "1")
+    base = tmp_path / "base.json"
+    base.write_text(json.dumps(first))
+    out = tmp_path / "updated"
+    assert benchmark.main(["--quick", "--only", "focal", "--repeats", "1", "--update", str(base), "--out", str(out)]) == 0
+    res = json.loads((out / "results.json").read_text())
+    old_rows = {r["name"]: r for r in first["rows"]}
+    assert [r["section"] for r in res["rows"]] == [r["section"] for r in first["rows"]]  # same rows, same order
+    for r in res["rows"]:
+        if r["section"] == "focal":
+            assert r["ours_ms"] != old_rows[r["name"]]["ours_ms"]  # re-measured (times never repeat to the ns)
+        else:
+            assert r == old_rows[r["name"]]  # kept as they were
+    (u,) = res["updates"]
+    assert u["sections"] == ["focal"] and "--update" in u["command"]
+    assert "re-measured focal" in (out / "results.md").read_text()
+
+
+def test_update_refuses_results_of_another_machine(quick_results, tmp_path, capsys):
+    _, first = quick_results
+    other = dict(first, machine=dict(first["machine"], cpu="Some Other CPU"))
+    (tmp_path / "other.json").write_text(json.dumps(other))
+    assert benchmark.main(["--quick", "--only", "focal", "--update", str(tmp_path / "other.json"), "--out", str(tmp_path)]) == 2
+    assert "another machine" in capsys.readouterr().err
