@@ -557,7 +557,7 @@ def cmd_experiment(args: argparse.Namespace) -> int:
     from .experiments import run_table
 
     try:
-        run_table(args.table, args.scale, args.args, dry_run=args.dry_run)
+        run_table(args.table, args.scale, args.args, dry_run=args.dry_run, retime=args.retime)
     except ConfigError as e:
         raise CliError(str(e)) from None
     return EXIT_OK
@@ -986,6 +986,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("args", nargs="*", metavar="KEY=VALUE", help="overrides applied to every row, e.g. train.device=cuda")
     p.add_argument("--scale", choices=("mini", "paper"), default="mini", help="mini (synthetic data, CPU minutes) or paper")
     p.add_argument("--dry-run", action="store_true", help="list the runs without training")
+    p.add_argument("--retime", action="store_true",
+                   help="speed table: measure every row's ms/image again (all rows back to back; run it on a quiet machine)")
     p.set_defaults(func=cmd_experiment, takes_overrides=True)
 
     p = sub.add_parser(

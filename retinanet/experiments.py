@@ -19,6 +19,7 @@ import hashlib
 import json
 import logging
 import math
+import shutil
 import statistics
 import subprocess
 import time
@@ -156,11 +157,10 @@ def measure_inference_ms(model: torch.nn.Module, dataset, device: torch.device, 
     """Median wall time of one image through the model in eval mode (batch 1, preprocessing,
     network and post-processing; no data loading), in milliseconds: the "time" of Table 1(e)."""
     model.eval()
-    n = min(len(dataset), num_images + warmup)
     times = []
     with torch.no_grad():
-        for i in range(n):
-            image = dataset[i][0].to(device)
+        for i in range(num_images + warmup):  # a val split smaller than that is cycled through
+            image = dataset[i % len(dataset)][0].to(device)
             if device.type == "cuda":
                 torch.cuda.synchronize(device)
             start = time.perf_counter()
@@ -172,10 +172,9 @@ def measure_inference_ms(model: torch.nn.Module, dataset, device: torch.device, 
     return statistics.median(times)
 
 
-def run_one(cfg: Config, run_dir: Path, timing: bool = False) -> dict:
+def run_one(cfg: Config, run_dir: Path) -> dict:
     """Train and evaluate one config in run_dir (resuming a partial run); cached in result.json."""
-    from .engine import NonFiniteLossError, build_datasets, is_main, load_checkpoint, resolve_device, train
-    from .model.build import build_model
+    from .engine import NonFiniteLossError, is_main, train
 
     result_path = run_dir / "result.json"
     if result_path.is_file():
@@ -199,19 +198,60 @@ def run_one(cfg: Config, run_dir: Path, timing: bool = False) -> dict:
               "nonfinite_skipped": int(out.get("skipped") or 0), "diverged": diverged, "commit": git_commit()}  # fmt: skip
     if "error" in out:
         result["error"] = out["error"]
-    elif timing:
-        device = resolve_device(cfg.train.device)
-        ckpt = load_checkpoint(run_dir / "model_final.pth")
-        model_cfg = cfg.model.replace(num_classes=len(ckpt["class_names"]))
-        model = build_model(model_cfg).to(device)
-        model.load_state_dict(ckpt["model"])
-        _, val_ds = build_datasets(cfg, train=False)
-        result["ms_per_image"] = round(measure_inference_ms(model, val_ds, device), 2)
-        result["device"] = torch.cuda.get_device_name(device) if device.type == "cuda" else _cpu_name()
+    _write_result(run_dir, result)
+    return result
+
+
+def _write_result(run_dir: Path, result: dict) -> None:
+    result_path = run_dir / "result.json"
     tmp = result_path.with_suffix(".tmp")
     tmp.write_text(json.dumps(result, indent=1))
     tmp.replace(result_path)
+
+
+def time_run(cfg: Config, run_dir: Path, retime: bool = False) -> dict:
+    """Add the inference time of a trained run (Table 1(e)'s "time") to its result.json, unless
+    it is there already (retime: measure again). A table's rows are timed one after the other,
+    after all of them trained, so their times share the machine's state (and other jobs that
+    slowed the training do not reach the timing when they have ended)."""
+    from .engine import build_datasets, is_main, load_checkpoint, resolve_device
+    from .model.build import build_model
+
+    result = json.loads((run_dir / "result.json").read_text())
+    if result.get("diverged") or ("ms_per_image" in result and not retime) or not is_main():
+        return result
+    weights = run_dir / "model_final.pth"
+    if not weights.is_file():
+        raise ConfigError(f"{weights}: missing, so this run cannot be timed; delete {run_dir / 'result.json'} to train it again")
+    device = resolve_device(cfg.train.device)
+    ckpt = load_checkpoint(weights)
+    model = build_model(cfg.model.replace(num_classes=len(ckpt["class_names"]), pretrained_backbone=False)).to(device)
+    model.load_state_dict(ckpt["model"])
+    _, val_ds = build_datasets(cfg, train=False)
+    result["ms_per_image"] = round(measure_inference_ms(model, val_ds, device), 2)
+    result["device"] = torch.cuda.get_device_name(device) if device.type == "cuda" else _cpu_name()
+    result["timed_commit"] = git_commit()
+    _write_result(run_dir, result)
     return result
+
+
+def reuse_from_other_table(runs_dir: Path, scale: str, run_dir: Path) -> Optional[Path]:
+    """A finished run with the same config hash in another table's folder (e.g. the γ = 2,
+    α = .25 baseline is a row of (b), (c), (d) and (e)): its result.json and weights are copied
+    into run_dir, so each table's folder holds all of its runs. The folder it came from, or None."""
+    for src in sorted(Path(runs_dir).glob(f"*_{scale}/{run_dir.name}/result.json")):
+        if src.parent == run_dir:
+            continue
+        run_dir.mkdir(parents=True, exist_ok=True)
+        if (src.parent / "model_final.pth").is_file():
+            shutil.copy2(src.parent / "model_final.pth", run_dir / "model_final.pth")
+        result = json.loads(src.read_text())
+        for k in ("ms_per_image", "device", "timed_commit"):  # a time belongs to the table that measured it
+            result.pop(k, None)
+        result["reused_from"] = src.parent.parent.name
+        _write_result(run_dir, result)
+        return src.parent
+    return None
 
 
 def _cpu_name() -> str:
@@ -249,21 +289,32 @@ def summarize(runs: list[dict], metrics: Sequence[str]) -> dict:
 
 
 def run_table(name: str, scale: str, extra: Sequence[str] = (), runs_dir: Path = RUNS_DIR,
-              results_dir: Path = RESULTS_DIR, tables_dir: Path = TABLES_DIR, dry_run: bool = False) -> dict:  # fmt: skip
-    """Run (or resume) every row of a table and write results_dir/<name>_<scale>.{md,json}."""
+              results_dir: Path = RESULTS_DIR, tables_dir: Path = TABLES_DIR, dry_run: bool = False,
+              retime: bool = False) -> dict:  # fmt: skip
+    """Run (or resume) every row of a table and write results_dir/<name>_<scale>.{md,json}.
+    retime: measure the inference times of a timing table (speed) again, e.g. on a quiet machine."""
     table = load_table(name, tables_dir)
     timing = name == "speed"
     parse_overrides(list(extra))  # malformed overrides fail before any training
     runs = plan(table, scale, extra)
     results: dict[str, list[dict]] = {}
+    done = []
     for row, s, cfg in runs:
         run_dir = Path(runs_dir) / f"{name}_{scale}" / config_hash(cfg)
-        print(f"[{name}/{scale}] {row.name} seed {s}: {run_dir}" + (" (cached)" if (run_dir / "result.json").is_file() else ""), flush=True)
+        note = " (cached)" if (run_dir / "result.json").is_file() else ""
+        if not note and not dry_run:
+            src = reuse_from_other_table(Path(runs_dir), scale, run_dir)
+            note = f" (the same run as {src.parent.name}/{src.name})" if src else ""
+        print(f"[{name}/{scale}] {row.name} seed {s}: {run_dir}{note}", flush=True)
         if dry_run:
             continue
-        results.setdefault(row.name, []).append({**run_one(cfg, run_dir, timing), "hash": run_dir.name})
+        run_one(cfg, run_dir)
+        done.append((row, cfg, run_dir))
     if dry_run:
         return {"table": name, "scale": scale, "runs": len(runs)}
+    for row, cfg, run_dir in done:
+        result = time_run(cfg, run_dir, retime) if timing else json.loads((run_dir / "result.json").read_text())
+        results.setdefault(row.name, []).append({**result, "hash": run_dir.name})
 
     best_note = ""
     rb = table.repeat_best
@@ -275,7 +326,7 @@ def run_table(name: str, scale: str, extra: Sequence[str] = (), runs_dir: Path =
             cfg = row_config(table, best, scale, s, extra)
             run_dir = Path(runs_dir) / f"{name}_{scale}" / config_hash(cfg)
             print(f"[{name}/{scale}] best {prefix!r} row {best.name} seed {s}: {run_dir}", flush=True)
-            results[best.name].append({**run_one(cfg, run_dir, timing), "hash": run_dir.name})
+            results[best.name].append({**run_one(cfg, run_dir), "hash": run_dir.name})
         best_note = f"The best {prefix!r} row ({best.name}) was re-run with {want} seeds."
 
     report = {
@@ -319,4 +370,4 @@ def format_report(report: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
-__all__ = ["TABLES", "SCALES", "Table", "Row", "load_table", "row_config", "plan", "config_hash", "run_one", "run_table", "format_report", "measure_inference_ms"]
+__all__ = ["TABLES", "SCALES", "Table", "Row", "load_table", "row_config", "plan", "config_hash", "run_one", "time_run", "reuse_from_other_table", "run_table", "format_report", "measure_inference_ms"]

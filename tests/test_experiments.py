@@ -116,7 +116,7 @@ def test_bad_table_files_give_clear_errors(tmp_path):
         ex.load_table("t", tmp_path)
 
 
-TINY = ["model.min_size=128", "model.max_size=128", "model.fpn_channels=32", "model.head_convs=1",
+TINY = ["model.min_size=128", "model.max_size=128", "model.fpn_channels=64", "model.head_convs=1",
         "train.batch_size=4", "train.base_batch_size=4", "train.max_iter=3", "train.lr_steps=[2]", "train.warmup_iters=1",
         "train.checkpoint_period=1", "train.log_period=1", "data.num_workers=0"]  # fmt: skip
 
@@ -169,6 +169,26 @@ def test_run_table_caches_rows_and_writes_reports(tmp_path, monkeypatch):
     assert len(trained) == 4 and trained[-1] == trained[0]
     log = [json.loads(line) for line in (victim / "metrics.jsonl").read_text().splitlines()]
     assert [r["iter"] for r in log if "iter" in r and "loss" in r] == [1, 2, 3]  # no iteration trained twice
+
+    # Another table holding the same config reuses the run (result and weights) instead of training
+    # it; a timing table (speed) times its rows after training them, and --retime times them again.
+    speed = dict(table, title="tiny speed", rows=[table["rows"][1], {"name": "α=.5", "overrides": ["model.focal_alpha=0.5"]}])
+    del speed["repeat_best"]
+    (tables / "speed.yaml").write_text(yaml.safe_dump(speed, allow_unicode=True))
+    rep = ex.run_table("speed", "mini", **kw)
+    assert len(trained) == 5  # only α=.5 trained
+    shared = rep["rows"][0]["runs"][0]
+    assert shared["reused_from"] == "tiny_mini" and (tmp_path / "runs" / "speed_mini" / shared["hash"] / "model_final.pth").is_file()
+    assert shared["metrics"] == json.loads((tmp_path / "runs" / "tiny_mini" / shared["hash"] / "result.json").read_text())["metrics"]
+    for r in rep["rows"]:
+        assert r["measured"]["ms_per_image"] > 0 and r["runs"][0]["ms_per_image"] > 0
+    assert "ms/img (measured)" in (tmp_path / "results" / "speed_mini.md").read_text()
+    assert "ms_per_image" not in json.loads((tmp_path / "runs" / "tiny_mini" / shared["hash"] / "result.json").read_text())
+    timed = json.loads((tmp_path / "runs" / "speed_mini" / shared["hash"] / "result.json").read_text())["ms_per_image"]
+    monkeypatch.setattr(ex, "measure_inference_ms", lambda *a, **k: 123.0)
+    assert ex.run_table("speed", "mini", **kw)["rows"][0]["runs"][0]["ms_per_image"] == timed  # cached
+    retimed = ex.run_table("speed", "mini", retime=True, **kw)
+    assert [r["runs"][0]["ms_per_image"] for r in retimed["rows"]] == [123.0, 123.0] and len(trained) == 5
 
 
 def test_format_report_shows_spread_and_divergence():
