@@ -189,16 +189,16 @@ def _check_data_paths(cfg: Config, train: bool) -> None:
         raise CliError(f"data.kind={d.kind} needs data.val_path=... to evaluate")
 
 
-def _train(cfg: Config, source: str, resume: bool) -> Optional[dict]:
+def _train(cfg: Config, source: str, resume: bool, print_final: bool = True) -> Optional[dict]:
     """Print the config, check the data paths and train; None (after one line on stderr) when
-    training stopped on non-finite losses."""
+    training stopped on non-finite losses. print_final False: the caller prints the final AP."""
     from .engine import NonFiniteLossError, train
 
     if _is_rank0():
         _print_config(cfg, source)
     _check_data_paths(cfg, train=True)
     try:
-        return train(cfg, resume=resume)
+        return train(cfg, resume=resume, print_final=print_final)
     except NonFiniteLossError as e:
         print(f"error: {e}", file=sys.stderr)
         return None
@@ -664,7 +664,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
         cfg = apply_overrides(cfg, {"data.train_path": str(root)})
         print(f"synthetic dataset: {root}")
     # (b) train
-    result = _train(cfg, source, args.resume)
+    result = _train(cfg, source, args.resume, print_final=False)
     if result is None:
         return EXIT_FAILED
     out = Path(cfg.output_dir)

@@ -279,11 +279,12 @@ class NonFiniteLossError(RuntimeError):
     pass
 
 
-def train(cfg: Config, resume: bool = False, stop_after: int | None = None, on_step=None) -> dict:
+def train(cfg: Config, resume: bool = False, stop_after: int | None = None, on_step=None, print_final: bool = True) -> dict:
     """Train `cfg` to cfg.train.max_iter, with checkpoints, logs and evaluation under
     cfg.output_dir. `resume` continues from output_dir/last_checkpoint. `stop_after` ends the
     run (checkpointed) after that many iterations of this call (for tests and time budgets).
-    `on_step(iteration, model)` is called after every optimizer step.
+    `on_step(iteration, model)` is called after every optimizer step. `print_final` False: the
+    final AP table is logged but not printed (the caller prints its own, e.g. the demo).
     Returns {"iteration", "metrics" (the final evaluation, rank 0)}."""
     rank, world, local_rank = init_distributed()
     tc = cfg.train
@@ -416,7 +417,7 @@ def train(cfg: Config, resume: bool = False, stop_after: int | None = None, on_s
     if it >= tc.max_iter and val_ds is not None:
         metrics = evaluate(model, val_ds, cfg, device, writer=writer, step=it)
         if is_main():
-            _log_eval(metrics, it, writer, metrics_file)
+            _log_eval(metrics, it, writer, metrics_file, echo=print_final)
             atomic_save({"model": model.state_dict(), "config": config_to_dict(cfg), "class_names": list(train_ds.class_names)}, out / "model_final.pth")
     if is_main():
         metrics_file.close()
@@ -455,8 +456,9 @@ def _tensorboard(out: Path):
     return SummaryWriter(str(out / "tb"))
 
 
-def _log_eval(metrics: dict, it: int, writer, metrics_file) -> None:
-    print(format_ap_table(metrics, title=f"COCO bbox AP at iteration {it}"), flush=True)
+def _log_eval(metrics: dict, it: int, writer, metrics_file, echo: bool = True) -> None:
+    if echo:
+        print(format_ap_table(metrics, title=f"COCO bbox AP at iteration {it}"), flush=True)
     rec = {"iter": it, **{k: v for k, v in metrics.items() if isinstance(v, float) and not math.isnan(v)}}
     metrics_file.write(json.dumps({"eval": rec}) + "\n")
     metrics_file.flush()
