@@ -9,7 +9,7 @@ into a dataset.
 """
 
 from retinanet.data.build import KINDS, build_dataset, detect_kind, infer_coco_images_dir
-from retinanet.data.check import check_dataset, check_main, format_summary, summarize_dataset
+from retinanet.data.check import check_dataset, format_summary, summarize_dataset
 from retinanet.data.coco import CocoDetection
 from retinanet.data.common import (
     LOGGER,
@@ -43,7 +43,6 @@ __all__ = [
     "VocDetection",
     "build_dataset",
     "check_dataset",
-    "check_main",
     "collate_fn",
     "default_synth_dir",
     "detect_kind",

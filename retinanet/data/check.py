@@ -144,39 +144,3 @@ def format_summary(summary: dict) -> str:
     else:
         lines.append("no problems found")
     return "\n".join(lines)
-
-
-def check_main(argv: Optional[Sequence[str]] = None) -> int:
-    """`retinanet data check PATH [options]`; the CLI can delegate to this.
-
-    Prints `format_summary` (or the summary as JSON with --json). Exit status: 0 when nothing
-    was skipped (clipped boxes do not count), 1 when entries were skipped, 2 when the dataset
-    cannot be loaded at all (wrong path, malformed file; or any bad entry with --strict).
-    """
-    import argparse
-    import json
-    import sys
-
-    from retinanet.data.common import DatasetError
-
-    parser = argparse.ArgumentParser(prog="retinanet data check", description="Load a dataset and describe it.")
-    parser.add_argument("path", help="a COCO .json or folder, a CSV annotations file, or a VOC folder")
-    parser.add_argument("--kind", choices=("coco", "voc", "csv"), help="default: detected from PATH")
-    parser.add_argument("--split", help="COCO folder: instances_<split>.json; VOC devkit: ImageSets/Main/<split>.txt")
-    parser.add_argument("--images-dir", help="COCO: the image folder (default: inferred)")
-    parser.add_argument("--class-map", help="CSV: the class_name,id file")
-    parser.add_argument("--year", help="VOC: the year when PATH is VOCdevkit")
-    parser.add_argument("--verify-images", action="store_true", help="decode every image once")
-    parser.add_argument("--strict", action="store_true", help="stop at the first bad entry")
-    parser.add_argument("--json", action="store_true", help="print the summary as JSON")
-    args = parser.parse_args(argv)
-    try:
-        summary = check_dataset(
-            args.path, args.kind, split=args.split, images_dir=args.images_dir, class_map=args.class_map,
-            year=args.year, verify_images=args.verify_images, on_bad="error" if args.strict else "skip",
-        )  # fmt: skip
-    except (DatasetError, FileNotFoundError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    print(json.dumps(summary, indent=1) if args.json else format_summary(summary))
-    return 1 if summary["skipped"] else 0

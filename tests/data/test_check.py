@@ -57,16 +57,19 @@ def test_check_coco_infers_images_and_reports_crowd(tmp_path):
     assert "crowd/difficult not trained on: 1" in text and "no problems found" in text
 
 
-def test_check_main_exit_status(tmp_path, capsys):
-    from retinanet.data.check import check_main
+def test_data_check_command_exit_status(tmp_path, capsys):
+    from retinanet.cli import main
+
+    def data_check(argv):
+        return main(["data", "check", *argv])
 
     write_image(tmp_path / "a.png", 20, 20)
     (tmp_path / "ok.csv").write_text("a.png,1,1,5,5,dog\n")
-    assert check_main([str(tmp_path / "ok.csv")]) == 0
+    assert data_check([str(tmp_path / "ok.csv")]) == 0
     assert "1 classes" in capsys.readouterr().out
     (tmp_path / "bad.csv").write_text("a.png,1,1,5,5,dog\na.png,9,1,5,5,dog\n")
-    assert check_main([str(tmp_path / "bad.csv"), "--json"]) == 1
+    assert data_check([str(tmp_path / "bad.csv"), "--json"]) == 1
     assert '"degenerate_box": 1' in capsys.readouterr().out
-    assert check_main([str(tmp_path / "bad.csv"), "--strict"]) == 2
+    assert data_check([str(tmp_path / "bad.csv"), "--on-bad", "error"]) == 2
     assert "bad.csv line 2: x2 (5.0) <= x1 (9.0)" in capsys.readouterr().err
-    assert check_main([str(tmp_path / "none.csv")]) == 2
+    assert data_check([str(tmp_path / "none.csv")]) == 2
