@@ -982,7 +982,8 @@ def build_parser() -> argparse.ArgumentParser:
                "  torchrun --nproc_per_node 8 -m retinanet experiment anchors --scale paper\n"
                "  retinanet experiment ohem --scale paper --dry-run    # list the runs and their config hashes",
     )
-    p.add_argument("table", choices=("alpha", "gamma", "anchors", "ohem", "speed"), metavar="TABLE", help="alpha, gamma, anchors, ohem or speed")
+    p.add_argument("table", metavar="TABLE",
+                   help="alpha, gamma, anchors, ohem or speed (Table 1 (a)-(e)), or any other experiments/tables/TABLE.yaml")
     p.add_argument("args", nargs="*", metavar="KEY=VALUE", help="overrides applied to every row, e.g. train.device=cuda")
     p.add_argument("--scale", choices=("mini", "paper"), default="mini", help="mini (synthetic data, CPU minutes) or paper")
     p.add_argument("--dry-run", action="store_true", help="list the runs without training")

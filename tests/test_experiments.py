@@ -208,3 +208,11 @@ def test_experiment_command_dry_run(capsys):
     assert len(lines) == 9  # 7 rows, the baseline with 3 seeds
     assert main(["experiment", "ohem", "--scale", "paper", "--dry-run", "train.max_iter=oops"]) == 2
     assert "train.max_iter" in capsys.readouterr().err
+
+
+def test_experiment_command_unknown_table_lists_the_tables(capsys):
+    from retinanet.cli import main
+
+    assert main(["experiment", "nope", "--dry-run"]) == 2
+    err = capsys.readouterr().err
+    assert "no experiment table 'nope'" in err and "'alpha'" in err and "'speed'" in err
