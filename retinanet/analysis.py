@@ -313,6 +313,51 @@ def pick_proposal(results: Sequence[SearchResult], configured: AnchorSetting,
 # ---------------------------------------------------------------------------------------------
 
 
+def class_imbalance(nb: NetworkBoxes, cfg: ModelConfig, num_classes: int, max_images: int = 1000) -> dict:
+    """The premise of the focal loss (§1, §3), measured on a dataset: per image (with boxes, the
+    first `max_images`), its anchors at the network input and how the paper's assignment (§4:
+    IoU >= fg_iou_thresh positive, < bg_iou_thresh negative, between ignored) splits them; and,
+    with K sigmoid outputs, how many negative (anchor, class) pairs each positive pair faces:
+    every class of a negative anchor and every other class of a positive one. The paper's COCO
+    setting has ~100k anchors per image and K = 80."""
+    from .assignment import IGNORE, Matcher
+    from .model.anchors import AnchorGenerator
+
+    gen = AnchorGenerator(cfg.anchor_sizes, cfg.scales_per_octave, cfg.aspect_ratios, offset=cfg.anchor_offset, style=cfg.anchor_style)
+    matcher = Matcher(cfg.fg_iou_thresh, cfg.bg_iou_thresh, cfg.allow_low_quality_matches)
+    order = torch.sort(nb.image_index, stable=True).indices
+    counts = torch.unique_consecutive(nb.image_index[order], return_counts=True)[1].tolist()[:max_images]
+    stats = []  # (anchors, positive, ignored, objects) per image
+    for boxes, padded in zip(nb.boxes[order].float().split(counts), nb.padded[order].split(counts)):
+        hp, wp = int(padded[0, 0]), int(padded[0, 1])
+        shapes = [(-(-hp // s), -(-wp // s)) for s in STRIDES[: len(cfg.anchor_sizes)]]
+        anchors, _ = gen(shapes, (hp, wp))
+        m = matcher(boxes[None], torch.ones(1, len(boxes), dtype=torch.bool), anchors)[0]
+        stats.append((anchors.shape[0], int((m >= 0).sum()), int((m == IGNORE).sum()), len(boxes)))
+    if not stats:
+        return {"images": 0}
+    n, pos, ign, objs = (float(sum(col)) for col in zip(*stats))
+    k = len(stats)
+    neg_pairs = (n - pos - ign) * num_classes + pos * (num_classes - 1)
+    return {
+        "images": k, "num_classes": num_classes, "anchors_per_image": n / k, "objects_per_image": objs / k,
+        "positive_per_image": pos / k, "ignored_per_image": ign / k, "positive_per_object": pos / objs,
+        "negative_per_positive_anchor": (n - pos - ign) / pos if pos else None,
+        "negative_pairs_per_positive_pair": neg_pairs / pos if pos else None,
+    }  # fmt: skip
+
+
+def format_imbalance(im: dict) -> str:
+    if not im.get("images"):
+        return "class imbalance: no image with boxes"
+    ratio = im["negative_pairs_per_positive_pair"]
+    return (f"class imbalance ({im['images']} images): per image {im['anchors_per_image']:,.0f} anchors, "
+            f"{im['objects_per_image']:.1f} objects, {im['positive_per_image']:.1f} positive anchors "
+            f"({im['positive_per_object']:.1f} per object), {im['ignored_per_image']:.1f} ignored; with "
+            f"{im['num_classes']} classes, " + ("no positive anchor" if ratio is None else f"{ratio:,.0f} negative "
+            f"(anchor, class) pairs per positive pair") + " (the paper's COCO setting: ~100k anchors per image, 80 classes)")
+
+
 def coverage_report(dataset: DetectionDataset, cfg: ModelConfig, search: bool = True, sample: int = SEARCH_SAMPLE) -> dict:
     """The anchor coverage of `dataset` under `cfg`'s anchors and input scale, and (search=True)
     a proposed anchor setting with its coverage. A dict (JSON-ready):
@@ -324,7 +369,9 @@ def coverage_report(dataset: DetectionDataset, cfg: ModelConfig, search: bool = 
      "top": the 5 best candidates [{setting, anchors_per_location, coverage}]}
     """
     nb = network_boxes(dataset, cfg)
-    return coverage_report_from_boxes(nb, cfg, search, sample)
+    report = coverage_report_from_boxes(nb, cfg, search, sample)
+    report["imbalance"] = class_imbalance(nb, cfg, len(dataset.class_names))
+    return report
 
 
 def coverage_report_from_boxes(nb: NetworkBoxes, cfg: ModelConfig, search: bool = True, sample: int = SEARCH_SAMPLE) -> dict:
@@ -416,6 +463,8 @@ def format_report(report: dict) -> str:
             lines.append(f"  (the configured anchors are within {100 * COVERAGE_TOLERANCE:g} points of the best candidate)")
         elif prop["anchors_per_location"] != conf["anchors_per_location"]:
             lines.append("  (another number of anchors per location changes the head's outputs: pretrained detector heads do not load)")
+    if report.get("imbalance"):
+        lines += ["", format_imbalance(report["imbalance"])]
     return "\n".join(lines)
 
 

@@ -182,3 +182,31 @@ def test_cli_analyze_anchors_writes_plot_and_json(tmp_path, capsys):
     assert main(["analyze", "anchors", str(ann), "--images-dir", str(images), "--out", str(png), "nonsense"]) == 2
     assert main(["analyze", "anchors", "--help"]) == 0
     assert "COCO size bucket" in " ".join(capsys.readouterr().out.split())
+
+
+def test_class_imbalance_counts_anchors_and_pairs():
+    from torchvision.ops import box_iou
+
+    from retinanet.analysis import class_imbalance, format_imbalance
+    from retinanet.model.anchors import AnchorGenerator
+
+    ds = _dataset([EXACT, [EXACT[0]]])
+    nb = network_boxes(ds, CFG)
+    im = class_imbalance(nb, CFG, num_classes=3)
+    # 256 px: P3-P7 maps 32², 16², 8², 4², 2², 9 anchors per location
+    assert im["images"] == 2 and im["anchors_per_image"] == (32**2 + 16**2 + 8**2 + 4**2 + 2**2) * 9 == 12276
+    # Independently: torchvision's IoU against every anchor (IoU >= .5 positive, [.4, .5) ignored)
+    anchors, _ = AnchorGenerator(CFG.anchor_sizes, CFG.scales_per_octave, CFG.aspect_ratios)([(32, 32), (16, 16), (8, 8), (4, 4), (2, 2)], (256, 256))
+    pos = ign = 0
+    for boxes in (EXACT, [EXACT[0]]):
+        best = box_iou(anchors, torch.tensor(boxes)).max(1).values
+        pos += int((best >= 0.5).sum())
+        ign += int(((best >= 0.4) & (best < 0.5)).sum())
+    assert im["positive_per_image"] == pos / 2 and im["ignored_per_image"] == ign / 2 and pos > 4
+    assert im["objects_per_image"] == 2 and im["positive_per_object"] == pos / 4
+    neg = (2 * 12276 - pos - ign) * 3 + pos * 2  # every class of a negative anchor, the other classes of a positive
+    assert im["negative_pairs_per_positive_pair"] == pytest.approx(neg / pos)
+    assert "3 classes" in format_imbalance(im)
+    # more classes, more negative pairs per positive: K = 80 has ~80/3 times as many
+    assert class_imbalance(nb, CFG, num_classes=80)["negative_pairs_per_positive_pair"] == pytest.approx(
+        ((2 * 12276 - pos - ign) * 80 + pos * 79) / pos)
