@@ -44,11 +44,11 @@ def grouped_nms(boxes: Tensor, scores: Tensor, groups: Tensor, iou_threshold: fl
     sizes = torch.bincount(group_chunk[gidx]).tolist()
     b = boxes[order].double()
     b = b + (gidx * (b.max() - b.min() + 1))[:, None]
-    s = scores[order]
+    s = scores[order].double()  # nms wants the boxes' dtype
     keep, start = [], 0
     for size, bc, sc in zip(sizes, b.split(sizes), s.split(sizes)):
-        if size:
-            keep.append(nms(bc, sc.double(), iou_threshold) + start)
+        if size:  # a chunk index that no group starts in is empty
+            keep.append(nms(bc, sc, iou_threshold) + start)
             start += size
     kept = order[torch.cat(keep)]
     return kept[torch.sort(scores[kept], descending=True, stable=True).indices]
