@@ -209,16 +209,15 @@ def _write_result(run_dir: Path, result: dict) -> None:
     tmp.replace(result_path)
 
 
-def time_run(cfg: Config, run_dir: Path, retime: bool = False) -> dict:
-    """Add the inference time of a trained run (Table 1(e)'s "time") to its result.json, unless
-    it is there already (retime: measure again). A table's rows are timed one after the other,
-    after all of them trained, so their times share the machine's state (and other jobs that
-    slowed the training do not reach the timing when they have ended)."""
+def time_run(cfg: Config, run_dir: Path, result: dict, retime: bool = False) -> dict:
+    """`result` (the run's result.json) with the inference time of the trained run added (Table
+    1(e)'s "time"), unless it is there already (retime: measure again). A table's rows are timed
+    one after the other, after all of them trained, so their times share the machine's state
+    (and other jobs that slowed the training do not reach the timing when they have ended)."""
     from .engine import build_datasets, is_main, load_checkpoint, resolve_device
     from .model.build import build_model
 
-    result = json.loads((run_dir / "result.json").read_text())
-    if result.get("diverged") or ("ms_per_image" in result and not retime) or not is_main():
+    if not is_main() or result.get("diverged") or ("ms_per_image" in result and not retime):
         return result
     weights = run_dir / "model_final.pth"
     if not weights.is_file():
@@ -228,30 +227,36 @@ def time_run(cfg: Config, run_dir: Path, retime: bool = False) -> dict:
     model = build_model(cfg.model.replace(num_classes=len(ckpt["class_names"]), pretrained_backbone=False)).to(device)
     model.load_state_dict(ckpt["model"])
     _, val_ds = build_datasets(cfg, train=False)
-    result["ms_per_image"] = round(measure_inference_ms(model, val_ds, device), 2)
-    result["device"] = torch.cuda.get_device_name(device) if device.type == "cuda" else _cpu_name()
-    result["timed_commit"] = git_commit()
+    result = dict(result, ms_per_image=round(measure_inference_ms(model, val_ds, device), 2), timed_commit=git_commit(),
+                  device=torch.cuda.get_device_name(device) if device.type == "cuda" else _cpu_name())  # fmt: skip
     _write_result(run_dir, result)
     return result
 
 
-def reuse_from_other_table(runs_dir: Path, scale: str, run_dir: Path) -> Optional[Path]:
-    """A finished run with the same config hash in another table's folder (e.g. the γ = 2,
-    α = .25 baseline is a row of (b), (c), (d) and (e)): its result.json and weights are copied
-    into run_dir, so each table's folder holds all of its runs. The folder it came from, or None."""
+def find_in_other_table(runs_dir: Path, scale: str, run_dir: Path) -> Optional[Path]:
+    """The folder of a finished run with run_dir's config hash in another table (e.g. the γ = 2,
+    α = .25 baseline is a row of (b), (c), (d) and (e)), or None."""
     for src in sorted(Path(runs_dir).glob(f"*_{scale}/{run_dir.name}/result.json")):
-        if src.parent == run_dir:
-            continue
-        run_dir.mkdir(parents=True, exist_ok=True)
-        if (src.parent / "model_final.pth").is_file():
-            shutil.copy2(src.parent / "model_final.pth", run_dir / "model_final.pth")
-        result = json.loads(src.read_text())
-        for k in ("ms_per_image", "device", "timed_commit"):  # a time belongs to the table that measured it
-            result.pop(k, None)
-        result["reused_from"] = src.parent.parent.name
-        _write_result(run_dir, result)
-        return src.parent
+        if src.parent != run_dir:
+            return src.parent
     return None
+
+
+def reuse_run(src: Path, run_dir: Path) -> dict:
+    """The result of the finished run in `src`, copied with its weights into run_dir (by the
+    main process), so each table's folder holds all of its runs."""
+    from .engine import is_main
+
+    result = json.loads((src / "result.json").read_text())
+    for k in ("ms_per_image", "device", "timed_commit"):  # a time belongs to the table that measured it
+        result.pop(k, None)
+    result["reused_from"] = src.parent.name
+    if is_main():
+        run_dir.mkdir(parents=True, exist_ok=True)
+        if (src / "model_final.pth").is_file():
+            shutil.copy2(src / "model_final.pth", run_dir / "model_final.pth")
+        _write_result(run_dir, result)
+    return result
 
 
 def _cpu_name() -> str:
@@ -301,19 +306,19 @@ def run_table(name: str, scale: str, extra: Sequence[str] = (), runs_dir: Path =
     done = []
     for row, s, cfg in runs:
         run_dir = Path(runs_dir) / f"{name}_{scale}" / config_hash(cfg)
-        note = " (cached)" if (run_dir / "result.json").is_file() else ""
-        if not note and not dry_run:
-            src = reuse_from_other_table(Path(runs_dir), scale, run_dir)
-            note = f" (the same run as {src.parent.name}/{src.name})" if src else ""
+        cached = (run_dir / "result.json").is_file()
+        # Every process of a distributed run sees the same files, so all take the same path.
+        src = None if cached else find_in_other_table(Path(runs_dir), scale, run_dir)
+        note = " (cached)" if cached else (f" (the same run as {src.parent.name}/{src.name})" if src else "")
         print(f"[{name}/{scale}] {row.name} seed {s}: {run_dir}{note}", flush=True)
         if dry_run:
             continue
-        run_one(cfg, run_dir)
-        done.append((row, cfg, run_dir))
+        done.append((row, cfg, run_dir, reuse_run(src, run_dir) if src else run_one(cfg, run_dir)))
     if dry_run:
         return {"table": name, "scale": scale, "runs": len(runs)}
-    for row, cfg, run_dir in done:
-        result = time_run(cfg, run_dir, retime) if timing else json.loads((run_dir / "result.json").read_text())
+    for row, cfg, run_dir, result in done:
+        if timing:
+            result = time_run(cfg, run_dir, result, retime)
         results.setdefault(row.name, []).append({**result, "hash": run_dir.name})
 
     best_note = ""
@@ -370,4 +375,4 @@ def format_report(report: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
-__all__ = ["TABLES", "SCALES", "Table", "Row", "load_table", "row_config", "plan", "config_hash", "run_one", "time_run", "reuse_from_other_table", "run_table", "format_report", "measure_inference_ms"]
+__all__ = ["TABLES", "SCALES", "Table", "Row", "load_table", "row_config", "plan", "config_hash", "run_one", "time_run", "find_in_other_table", "reuse_run", "run_table", "format_report", "measure_inference_ms"]
