@@ -1,0 +1,80 @@
+"""What the OHEM rows of Table 1(d) actually train on: positives and negatives per image in the
+OHEM minibatch, at initialisation and for the trained model of each finished mini run, and how
+many val images get a detection above the score threshold.
+
+    python experiments/ohem_minibatch.py experiments/runs/ohem_mini/*/ [--images 16]
+
+Each run folder needs its config.yaml and model_final.pth (git-ignored: rerun the table first).
+The minibatch is the one `select_hard_examples` builds inside the criterion, recorded by wrapping
+it; no optimizer step is taken. Used for the Table 1(d) discussion in experiments/README.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+import torch
+
+from retinanet import ohem
+from retinanet.config import load_config
+from retinanet.data.common import collate_fn
+from retinanet.engine import build_datasets, load_checkpoint
+from retinanet.model.build import build_model
+
+
+def minibatch_counts(model, images, targets) -> tuple[float, float]:
+    """Mean kept positives and negatives per image for one batch (model in train mode)."""
+    seen = []
+    original = ohem.select_hard_examples
+
+    def recording(scores, anchors, labels, *args, **kwargs):
+        keep = original(scores, anchors, labels, *args, **kwargs)
+        seen.append(((keep & (labels >= 0)).sum(1).float(), (keep & (labels < 0)).sum(1).float()))
+        return keep
+
+    ohem.select_hard_examples = recording
+    try:
+        with torch.no_grad():
+            model(images, targets)
+    finally:
+        ohem.select_hard_examples = original
+    pos, neg = seen[0]
+    return pos.mean().item(), neg.mean().item()
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("runs", nargs="+", type=Path)
+    p.add_argument("--images", type=int, default=16)
+    args = p.parse_args()
+    print("| run | batch | NMS | 1:3 | init: pos / neg kept per image | trained: pos / neg | val images with a detection | AP |")
+    print("|---|---|---|---|---|---|---|---|")
+    for run in args.runs:
+        cfg = load_config(run / "config.yaml")
+        m = cfg.model
+        if m.cls_loss != "ohem":
+            continue
+        train_ds, val_ds = build_datasets(cfg)
+        images, targets = collate_fn([train_ds[i] for i in range(args.images)])
+        torch.manual_seed(cfg.seed)
+        cells = []
+        for weights in (None, run / "model_final.pth"):
+            model = build_model(m)
+            if weights is not None:
+                model.load_state_dict(load_checkpoint(weights)["model"])
+            model.train()
+            pos, neg = minibatch_counts(model, images, targets)
+            cells.append(f"{pos:.1f} / {neg:.1f}")
+        model.eval()
+        with torch.no_grad():
+            val_images = [val_ds[i][0] for i in range(min(len(val_ds), 50))]
+            with_det = sum(len(d["scores"]) > 0 for d in model(val_images))
+        ap = (run / "result.json").read_text() if (run / "result.json").is_file() else ""
+        ap = f"{__import__('json').loads(ap)['metrics']['AP']:.1f}" if ap else "-"
+        print(f"| {run.name} | {m.ohem_batch_size} | {m.ohem_nms_thresh} | {'yes' if m.ohem_pos_fraction else 'no'} | "
+              f"{cells[0]} | {cells[1]} | {with_det} / {len(val_images)} | {ap} |", flush=True)
+
+
+if __name__ == "__main__":
+    main()
