@@ -12,6 +12,7 @@ it; no optimizer step is taken. Used for the Table 1(d) discussion in experiment
 from __future__ import annotations
 
 import argparse
+import json
 from pathlib import Path
 
 import torch
@@ -51,6 +52,9 @@ def main() -> None:
     print("| run | batch | NMS | 1:3 | init: pos / neg kept per image | trained: pos / neg | val images with a detection | AP |")
     print("|---|---|---|---|---|---|---|---|")
     for run in args.runs:
+        if not (run / "config.yaml").is_file() or not (run / "model_final.pth").is_file():
+            print(f"{run}: no config.yaml or model_final.pth (a reused run, or not trained here): skipped")
+            continue
         cfg = load_config(run / "config.yaml")
         m = cfg.model
         if m.cls_loss != "ohem":
@@ -70,8 +74,8 @@ def main() -> None:
         with torch.no_grad():
             val_images = [val_ds[i][0] for i in range(min(len(val_ds), 50))]
             with_det = sum(len(d["scores"]) > 0 for d in model(val_images))
-        ap = (run / "result.json").read_text() if (run / "result.json").is_file() else ""
-        ap = f"{__import__('json').loads(ap)['metrics']['AP']:.1f}" if ap else "-"
+        result = run / "result.json"
+        ap = f"{json.loads(result.read_text())['metrics']['AP']:.1f}" if result.is_file() else "-"
         print(f"| {run.name} | {m.ohem_batch_size} | {m.ohem_nms_thresh} | {'yes' if m.ohem_pos_fraction else 'no'} | "
               f"{cells[0]} | {cells[1]} | {with_det} / {len(val_images)} | {ap} |", flush=True)
 
