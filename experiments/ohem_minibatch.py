@@ -58,6 +58,7 @@ def main() -> None:
         cfg = load_config(run / "config.yaml")
         m = cfg.model
         if m.cls_loss != "ohem":
+            print(f"{run}: not an OHEM run (model.cls_loss={m.cls_loss}): skipped")
             continue
         train_ds, val_ds = build_datasets(cfg)
         images, targets = collate_fn([train_ds[i] for i in range(args.images)])
