@@ -17,10 +17,10 @@ from pathlib import Path
 
 import torch
 
-from retinanet import ohem
+from retinanet.model import ohem
 from retinanet.config import load_config
 from retinanet.data.common import collate_fn
-from retinanet.engine import build_datasets, load_checkpoint
+from retinanet.engine.trainer import build_datasets, load_checkpoint
 from retinanet.model.build import build_model
 
 

@@ -19,8 +19,8 @@ import time
 import torch
 import torchvision
 
-from retinanet import losses
-from retinanet.assignment import BACKGROUND, IGNORE
+from retinanet.model import losses
+from retinanet.model.assignment import BACKGROUND, IGNORE
 
 
 def fwd_bwd(fn, x: torch.Tensor) -> float:

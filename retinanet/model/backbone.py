@@ -10,7 +10,7 @@ import torchvision
 from torch import Tensor, nn
 from torchvision.ops import FrozenBatchNorm2d
 
-from ..weights import load_url_state_dict
+from ..utils.download import load_url_state_dict
 
 log = logging.getLogger(__name__)
 

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from ..assignment import BoxCoder, Matcher
-from ..criterion import RetinaNetCriterion
+from .assignment import BoxCoder, Matcher
+from .criterion import RetinaNetCriterion
 from .anchors import AnchorGenerator
 from .backbone import ResNetBackbone
 from .config import ModelConfig

@@ -6,9 +6,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ..assignment import BoxCoder
-from ..criterion import RetinaNetCriterion
-from ..postprocess import postprocess_detections
+from .assignment import BoxCoder
+from .criterion import RetinaNetCriterion
+from .postprocess import postprocess_detections
 from .anchors import AnchorGenerator
 from .backbone import ResNetBackbone
 from .fpn import FPN

@@ -1,0 +1,97 @@
+"""`retinanet data show`: ground truth drawn with the anchors that training would assign to it.
+
+For each image, the model's own geometry and matcher decide: the image is resized and padded as
+`RetinaNet.preprocess` does, the anchors come from `AnchorGenerator` on the P3-P7 feature sizes,
+and `Matcher` (the paper's IoU >= 0.5 foreground rule, Lin et al. 2017 §4, plus the low-quality
+matches when `allow_low_quality_matches`) assigns them. Everything is drawn back in the original
+image's pixels. A box that no anchor reaches at the foreground threshold is marked: it trains
+on low-quality matches only, or on none.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Optional, Sequence
+
+import torch
+from torch import Tensor
+
+from .anchors import input_geometry
+from ..model.assignment import Matcher, pairwise_iou
+from ..model.anchors import STRIDES, AnchorGenerator
+from ..model.config import ModelConfig
+from ..data.common import DetectionDataset
+
+
+def anchor_generator(cfg: ModelConfig) -> AnchorGenerator:
+    return AnchorGenerator(cfg.anchor_sizes, cfg.scales_per_octave, cfg.aspect_ratios, offset=cfg.anchor_offset, style=cfg.anchor_style)
+
+
+def match_anchors(boxes: Tensor, height: int, width: int, cfg: ModelConfig, generator: Optional[AnchorGenerator] = None) -> dict:
+    """Which anchors training would make positives for each box of one image.
+
+    boxes: (n, 4) xyxy in the image's pixels (height x width). Returns {"positives": [(k_i, 4)],
+    "low_quality": [(j_i, 4)] (assigned below the foreground threshold), "best_iou": (n,),
+    "reached": (n,) bool best_iou >= fg_iou_thresh}; anchors in the image's pixels.
+    """
+    generator = generator or anchor_generator(cfg)
+    (h, w), (hp, wp) = input_geometry(height, width, cfg)
+    # feature sizes: the backbone's stride-2 convolutions round up
+    shapes = [(math.ceil(hp / s), math.ceil(wp / s)) for s in STRIDES]
+    anchors, _ = generator(shapes, (hp, wp))
+    ratio = torch.tensor([w, h], dtype=torch.float32) / torch.tensor([width, height], dtype=torch.float32)
+    gt = boxes.float().reshape(-1, 4) * ratio[[0, 1, 0, 1]]  # as RetinaNet._scale_targets
+    n = gt.shape[0]
+    if n == 0:
+        empty = torch.zeros(0, dtype=torch.float32)
+        return {"positives": [], "low_quality": [], "best_iou": empty, "reached": empty.bool()}
+    matcher = Matcher(cfg.fg_iou_thresh, cfg.bg_iou_thresh, cfg.allow_low_quality_matches)
+    matches = matcher(gt[None], torch.ones(1, n, dtype=torch.bool), anchors)[0]  # (N,)
+    iou = pairwise_iou(gt, anchors)  # (n, N)
+    best = iou.amax(dim=1)
+    back = ratio[[0, 1, 0, 1]]
+    positives, low = [], []
+    for i in range(n):
+        mine = matches == i
+        strong = mine & (iou[i] >= cfg.fg_iou_thresh)
+        positives.append(anchors[strong] / back)
+        low.append(anchors[mine & ~strong] / back)
+    return {"positives": positives, "low_quality": low, "best_iou": best, "reached": best >= cfg.fg_iou_thresh}
+
+
+def show_images(dataset: DetectionDataset, cfg: ModelConfig, out: str | Path, indices: Sequence[int]) -> list[dict]:
+    """Draw `indices` of `dataset` with their anchor matches into out/<stem>.png (one picture per
+    image; repeated stems get -2, -3, ...). Returns per image {"index", "file_name", "path",
+    "boxes", "positives" [per box], "low_quality" [per box], "best_iou" [per box], "unreached"}."""
+    from ..utils.visualize import draw_anchor_matches
+
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    generator = anchor_generator(cfg)
+    seen: dict[str, int] = {}
+    results = []
+    for i in indices:
+        image, target = dataset[i]
+        info = dataset.image_info(i)
+        m = match_anchors(target["boxes"], image.shape[1], image.shape[2], cfg, generator)
+        picture = draw_anchor_matches(image, target["boxes"], target["labels"], m["positives"], m["low_quality"],
+                                      m["best_iou"], dataset.class_names, cfg.fg_iou_thresh)
+        stem = Path(info["file_name"]).stem
+        k = seen[stem] = seen.get(stem, 0) + 1
+        path = out / f"{stem if k == 1 else f'{stem}-{k}'}.png"
+        picture.save(path)
+        results.append({
+            "index": i,
+            "file_name": info["file_name"],
+            "path": str(path),
+            "boxes": int(len(target["boxes"])),
+            "positives": [int(len(p)) for p in m["positives"]],
+            "low_quality": [int(len(p)) for p in m["low_quality"]],
+            "best_iou": [round(float(v), 4) for v in m["best_iou"]],
+            "unreached": int((~m["reached"]).sum()),
+        })
+    return results
+
+
+__all__ = ["anchor_generator", "match_anchors", "show_images"]

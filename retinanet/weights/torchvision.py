@@ -1,0 +1,62 @@
+"""Weight compatibility with torchvision's `retinanet_resnet50_fpn` (v1).
+
+`from_torchvision(state_dict)` builds our model configured exactly like torchvision's (91 classes,
+its anchors, P6 from P5, L1 box loss, per-image loss normalization, 800/1333 resize padded to
+32, 300 detections) and loads the weights: torchvision's published COCO checkpoint (36.4 AP)
+becomes a model of this library.
+"""
+
+from __future__ import annotations
+
+import re
+
+from torch import Tensor
+
+from ..model.build import build_model
+from ..model.config import torchvision_v1_config
+from ..model.retinanet import RetinaNet
+
+# torchvision key pattern -> ours. Backbone trunk names are shared (conv1, bn1, layer1-4).
+_RULES = [
+    (r"^backbone\.body\.", "backbone."),
+    (r"^backbone\.fpn\.inner_blocks\.(\d)\.0\.", r"fpn.lateral.\1."),
+    (r"^backbone\.fpn\.layer_blocks\.(\d)\.0\.", r"fpn.output.\1."),
+    (r"^backbone\.fpn\.extra_blocks\.p6\.", "fpn.p6."),
+    (r"^backbone\.fpn\.extra_blocks\.p7\.", "fpn.p7."),
+    (r"^head\.classification_head\.conv\.", "head.cls_subnet."),
+    (r"^head\.classification_head\.cls_logits\.", "head.cls_score."),
+    (r"^head\.regression_head\.conv\.", "head.box_subnet."),
+    (r"^head\.regression_head\.bbox_reg\.", "head.box_pred."),
+]
+# torchvision < 0.13 stored the head convs without the Conv2dNormActivation level.
+_OLD_HEAD = re.compile(r"^(head\.(?:classification|regression)_head\.conv\.)(\d)\.(weight|bias)$")
+
+
+def convert_torchvision_state_dict(state_dict: dict[str, Tensor]) -> dict[str, Tensor]:
+    """torchvision RetinaNet keys -> this library's keys. Unknown keys are an error."""
+    out = {}
+    for key, value in state_dict.items():
+        if key.endswith("num_batches_tracked"):
+            continue  # BatchNorm bookkeeping; our backbone norm is frozen
+        key = _OLD_HEAD.sub(r"\g<1>\2.0.\3", key)
+        for pattern, repl in _RULES:
+            new, n = re.subn(pattern, repl, key)
+            if n:
+                out[new] = value
+                break
+        else:
+            raise KeyError(f"unexpected key in torchvision RetinaNet state dict: {key}")
+    return out
+
+
+def from_torchvision(state_dict: dict[str, Tensor], **overrides) -> RetinaNet:
+    """A model configured like torchvision's `retinanet_resnet50_fpn` holding `state_dict`.
+
+    overrides: any ModelConfig field, typically score_thresh, nms_thresh, topk_candidates,
+    detections_per_img. The number of classes is read from the weights.
+    """
+    num_classes = state_dict["head.classification_head.cls_logits.weight"].shape[0] // 9
+    cfg = torchvision_v1_config(**{"num_classes": num_classes, **overrides})
+    model = build_model(cfg)
+    model.load_state_dict(convert_torchvision_state_dict(state_dict), strict=True)
+    return model

@@ -1,0 +1,237 @@
+"""The `retinanet` command, run in-process through `main(argv)` on tiny inputs."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from retinanet import cli
+from retinanet.cli import main
+from retinanet.config import Config, config_to_dict, load_config
+from retinanet.model.build import build_model
+from retinanet.model.config import ModelConfig
+from retinanet.utils.visualize import draw_detections, save_grid
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def _tiny_model_cfg(num_classes: int) -> ModelConfig:
+    return ModelConfig(backbone="resnet18", num_classes=num_classes, min_size=128, max_size=128, score_thresh=0.0)
+
+
+def _save_checkpoint(path: Path, num_classes: int, class_names=None) -> Path:
+    torch.manual_seed(0)
+    model_cfg = _tiny_model_cfg(num_classes)
+    ckpt = {"model": build_model(model_cfg).state_dict(), "config": config_to_dict(Config(model=model_cfg))}
+    if class_names is not None:
+        ckpt["class_names"] = list(class_names)
+    torch.save(ckpt, path)
+    return path
+
+
+@pytest.fixture(scope="module")
+def synth(tmp_path_factory):
+    """A tiny synthetic dataset written by `retinanet data synth` (8 train + 4 val images)."""
+    out = tmp_path_factory.mktemp("cli") / "synth"
+    assert main(["data", "synth", "--out", str(out), "--train", "8", "--val", "4"]) == 0
+    return out
+
+
+# ------------------------------------------------------------------ help and usage
+@pytest.mark.parametrize(
+    "command, expected",
+    [
+        ([], ["train", "eval", "predict", "data", "demo", "examples:"]),
+        (["train"], ["CONFIG", "KEY=VALUE", "--resume", "--config", "examples:"]),
+        (["eval"], ["CONFIG", "KEY=VALUE", "--weights", "--results", "--per-class", "examples:"]),
+        (["predict"], ["INPUT", "--weights", "--out", "--score-thresh", "--config", "--model", "torchvision-coco"]),
+        (["data"], ["synth", "check", "examples:"]),
+        (["data", "synth"], ["--out", "--seed", "--train", "--val", "examples:"]),
+        (["data", "check"], ["PATH", "--images-dir", "--class-map", "--on-bad", "examples:"]),
+        (["demo"], ["KEY=VALUE", "--score-thresh", "detections.png", "examples:"]),
+    ],
+)
+def test_help_of_every_command(command, expected, capsys):
+    assert main([*command, "--help"]) == 0
+    text = capsys.readouterr().out
+    for word in expected:
+        assert word in text, f"`retinanet {' '.join(command)} --help` does not mention {word}"
+
+
+def test_python_m_retinanet_help():
+    proc = subprocess.run([sys.executable, "-m", "retinanet", "--help"], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert "usage: retinanet" in proc.stdout and "demo" in proc.stdout
+
+
+def test_missing_command_and_bad_arguments_are_usage_errors(capsys):
+    assert main([]) == 2
+    assert main(["predict", "--out", "x"]) == 2  # --weights and INPUT missing
+    assert "--weights" in capsys.readouterr().err
+    assert main(["data", "check", "p", "model.x=1"]) == 2  # data check takes no overrides
+    assert "unrecognized arguments: model.x=1" in capsys.readouterr().err
+
+
+# ------------------------------------------------------------------ configs
+@pytest.mark.parametrize("argv", [["train", "model.focal_gama=1"], ["train", "--resume", "model.focal_gama=1"]])
+def test_unknown_config_key_exits_2_naming_it(argv, capsys):
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert "model.focal_gama" in err and "model.focal_gamma" in err  # the key and the close match
+    assert "Traceback" not in err
+
+
+def test_two_config_files_are_an_error(capsys):
+    assert main(["train", "a.yaml", "b.yaml"]) == 2
+    assert "a.yaml" in capsys.readouterr().err
+
+
+def test_missing_config_file_exits_2(tmp_path, capsys):
+    assert main(["train", str(tmp_path / "nope.yaml")]) == 2
+    assert "nope.yaml" in capsys.readouterr().err
+
+
+def test_synth_config_is_the_yaml_and_missing_configs_are_a_clear_error(monkeypatch):
+    from_yaml, source = cli.synth_config(["train.max_iter=700"])
+    assert source.endswith("retinanet_r18_synth.yaml")
+    assert from_yaml == load_config(REPO / "configs/synth/retinanet_r18_synth.yaml", ["train.max_iter=700"])
+    monkeypatch.setattr(cli, "SYNTH_CONFIG", REPO / "no-such-dir" / "x.yaml")  # as installed without configs/
+    with pytest.raises(cli.CliError, match="x.yaml not found"):
+        cli.synth_config([])
+
+
+# ------------------------------------------------------------------ data
+def test_data_synth_then_check(synth, capsys):
+    assert (synth / "annotations" / "instances_train.json").is_file()
+    assert len(list((synth / "val").glob("*.jpg"))) == 4
+    assert main(["data", "check", str(synth / "annotations" / "instances_val.json")]) == 0
+    out = capsys.readouterr().out
+    assert "images: 4" in out and "circle" in out
+    assert main(["data", "check", str(synth), "--split", "train", "--on-bad", "error"]) == 0
+    assert "images: 8" in capsys.readouterr().out
+
+
+def test_data_check_missing_path_exits_2(tmp_path, capsys):
+    missing = tmp_path / "no" / "instances_val.json"
+    assert main(["data", "check", str(missing)]) == 2
+    err = capsys.readouterr().err
+    assert str(missing) in err and "Traceback" not in err
+
+
+# ------------------------------------------------------------------ predict
+def test_predict_writes_pictures_and_json(tmp_path, capsys):
+    ckpt = _save_checkpoint(tmp_path / "tiny.pth", 3, ["cat", "dog", "owl"])
+    folder = tmp_path / "images"
+    (folder / "sub").mkdir(parents=True)
+    Image.new("RGB", (100, 80), (200, 30, 30)).save(folder / "a.png")
+    Image.effect_noise((64, 96), 60).convert("RGB").save(folder / "sub" / "b.jpg")
+    (folder / "notes.txt").write_text("not an image")
+    out = tmp_path / "pred"
+    assert main(["predict", "--weights", str(ckpt), str(folder), "--out", str(out), "--score-thresh", "0"]) == 0
+    assert sorted(p.name for p in out.iterdir()) == ["a.json", "a.png", "b.json", "b.png"]
+    for stem, (w, h) in {"a": (100, 80), "b": (64, 96)}.items():
+        result = json.loads((out / f"{stem}.json").read_text())
+        assert (result["width"], result["height"]) == (w, h)
+        assert Path(result["image"]).name == {"a": "a.png", "b": "b.jpg"}[stem]
+        assert Image.open(out / f"{stem}.png").size == (w, h)
+        dets = result["detections"]
+        assert dets, "score_thresh 0 keeps detections even from an untrained model"
+        for d in dets:
+            x1, y1, x2, y2 = d["box"]
+            assert -1e-3 <= x1 <= x2 <= w + 1e-2 and -1e-3 <= y1 <= y2 <= h + 1e-2
+            assert d["class_name"] == ["cat", "dog", "owl"][d["label"]]
+            assert 0.0 <= d["score"] <= 1.0
+    assert "2 images" in capsys.readouterr().out
+
+
+def test_predict_torchvision_coco_names_classes_by_coco_category(tmp_path, monkeypatch):
+    # No download: a tiny stand-in with torchvision's 91 outputs (labels are COCO category ids).
+    import retinanet.weights.zoo
+
+    calls = []
+
+    def fake_get_model(name, weights=None, **kw):
+        calls.append((name, weights))
+        torch.manual_seed(0)
+        return build_model(_tiny_model_cfg(91))
+
+    monkeypatch.setattr(retinanet.weights.zoo, "get_model", fake_get_model)
+    Image.new("RGB", (90, 70), (20, 120, 200)).save(tmp_path / "street.jpg")
+    out = tmp_path / "pred"
+    argv = ["predict", "--weights", "torchvision-coco", str(tmp_path / "street.jpg"), "--out", str(out), "--score-thresh", "0"]
+    assert main(argv) == 0
+    assert calls == [("retinanet_r50_fpn", "torchvision-coco")]
+    coco = cli._coco_category_names()
+    assert coco[1] == "person"
+    dets = json.loads((out / "street.json").read_text())["detections"]
+    assert dets and all(d["class_name"] == coco[d["label"]] for d in dets)
+
+
+def test_predict_errors_are_one_line(tmp_path, capsys):
+    Image.new("RGB", (32, 32)).save(tmp_path / "x.png")
+    assert main(["predict", "--weights", str(tmp_path / "none.pth"), str(tmp_path / "x.png"), "--out", str(tmp_path / "o")]) == 2
+    assert "none.pth" in capsys.readouterr().err
+    ckpt = _save_checkpoint(tmp_path / "tiny.pth", 3)
+    assert main(["predict", "--weights", str(ckpt), str(tmp_path / "missing.jpg"), "--out", str(tmp_path / "o")]) == 2
+    assert "missing.jpg" in capsys.readouterr().err
+    # writing x.png over the input x.png
+    assert main(["predict", "--weights", str(ckpt), str(tmp_path / "x.png"), "--out", str(tmp_path)]) == 2
+    assert "overwrite" in capsys.readouterr().err
+
+
+# ------------------------------------------------------------------ eval
+def test_eval_prints_ap_table_and_writes_results(synth, tmp_path, capsys):
+    ckpt = _save_checkpoint(tmp_path / "tiny6.pth", 6)  # the synthetic dataset's 6 classes
+    results = tmp_path / "results.json"
+    argv = ["eval", str(REPO / "configs/synth/retinanet_r18_synth.yaml"), "--weights", str(ckpt),
+            f"data.train_path={synth}", "data.num_workers=0", "--results", str(results), "--per-class"]
+    assert main(argv) == 0
+    out = capsys.readouterr().out
+    assert "| AP | AP50 | AP75 | AP_S | AP_M | AP_L |" in out
+    assert "| circle |" in out  # the per-class table
+    dets = json.loads(results.read_text())
+    assert dets and {"image_id", "category_id", "bbox", "score"} <= set(dets[0])
+    assert {d["image_id"] for d in dets} <= {1, 2, 3, 4}
+
+
+def test_eval_rejects_a_checkpoint_for_other_classes(synth, tmp_path, capsys):
+    ckpt = _save_checkpoint(tmp_path / "tiny3.pth", 3)
+    # no CONFIG: the checkpoint's saved config, with the data overridden
+    assert main(["eval", "--weights", str(ckpt), f"data.train_path={synth}", "data.num_workers=0"]) == 2
+    err = capsys.readouterr().err
+    assert "3 classes" in err and "6" in err
+
+
+# ------------------------------------------------------------------ demo
+def test_demo_end_to_end_tiny(synth, tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("RETINANET_NO_COMPILE", "1")  # the eager focal loss: no compile time in a 1-step run
+    out = tmp_path / "demo"
+    argv = ["demo", f"data.train_path={synth}", f"output_dir={out}", "data.num_workers=0",
+            "model.min_size=64", "model.max_size=64", "train.batch_size=2", "train.max_iter=1", "train.lr_steps=[]",
+            "--score-thresh", "0.0"]
+    assert main(argv) == 0
+    printed = capsys.readouterr().out
+    assert printed.count("| AP | AP50 | AP75 | AP_S | AP_M | AP_L |") == 1  # once, not also from the engine
+    assert str(out / "detections.png") in printed
+    grid = Image.open(out / "detections.png")
+    assert grid.width > 2 * 320 and grid.height > 2 * 320  # 2 x 2 validation images
+    assert (out / "model_final.pth").is_file()
+
+
+# ------------------------------------------------------------------ visualize
+def test_draw_detections_and_grid(tmp_path):
+    image = torch.zeros(3, 60, 80)
+    boxes = torch.tensor([[10.0, 20.0, 50.0, 55.0], [0.0, 0.0, 5.0, 5.0]])
+    drawn = draw_detections(image, boxes, torch.tensor([0, 1]), torch.tensor([0.9, 0.1]), ["a", "b"], score_thresh=0.5)
+    assert drawn.size == (80, 60)
+    pixels = np.asarray(drawn)  # (H, W, 3)
+    assert pixels[40, 10].sum() > 0  # the left edge of the kept box
+    assert pixels[40, 30].sum() == 0  # its inside is untouched
+    assert pixels[2, 0].sum() == 0  # the low-score box in the corner is not drawn
+    path = save_grid([drawn, drawn, drawn], tmp_path / "g" / "grid.png", titles=["1", "2", "3"])
+    assert Image.open(path).width > 2 * 80  # 2 columns

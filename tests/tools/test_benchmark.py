@@ -1,0 +1,154 @@
+"""`retinanet benchmark`: structure of its results (never timings: those are for a quiet machine)."""
+
+import json
+import math
+
+import pytest
+import torch
+
+from retinanet import cli
+from retinanet.tools import benchmark
+from retinanet.tools.benchmark import match_detections
+
+
+@pytest.fixture(scope="module")
+def quick_results(tmp_path_factory):
+    # The eager focal loss: compiling it would take most of this test's time and is not what the
+    # test is about (the compiled path has its own tests, tests/test_losses.py).
+    mp = pytest.MonkeyPatch()
+    mp.setenv("RETINANET_NO_COMPILE", "1")
+    out = tmp_path_factory.mktemp("bench")
+    try:
+        code = cli.main(["benchmark", "--quick", "--only", "inference,focal,assign,postprocess", "--repeats", "1",
+                         "--out", str(out)])  # fmt: skip
+    finally:
+        mp.undo()
+    assert code == 0
+    return out, json.loads((out / "results.json").read_text())
+
+
+def _positive(x) -> bool:
+    return isinstance(x, float) and math.isfinite(x) and x > 0
+
+
+def test_quick_run_writes_json_and_markdown(quick_results):
+    out, res = quick_results
+    m = res["machine"]
+    assert {"cpu", "usable_cpus", "torch", "torchvision", "torch_threads"} <= set(m) and m["torch"] == torch.__version__
+    assert set(res["section_seconds"]) == {"inference", "focal", "assign", "postprocess"}
+    sections = [r["section"] for r in res["rows"]]
+    assert sections.count("inference") == 2 and {"focal", "assign", "postprocess"} <= set(sections)
+    for r in res["rows"]:
+        assert _positive(r["ours_ms"]) and _positive(r["torchvision_ms"]) and _positive(r["ratio"]), r
+        assert r["ratio"] == pytest.approx(r["ours_ms"] / r["torchvision_ms"])
+        assert r["met"] in (True, False) if r["target"] is not None else r["met"] is None
+    md = (out / "results.md").read_text()
+    assert "| benchmark | ours (ms) | torchvision (ms) | ratio | target | met | notes |" in md
+    assert m["torch"] in md
+
+
+def test_quick_run_checks_that_results_agree(quick_results):
+    _, res = quick_results
+    rows = {r["section"]: r for r in res["rows"]}
+    assert rows["assign"]["details"]["cls_rel_diff"] < 1e-4 and rows["assign"]["details"]["box_rel_diff"] < 1e-4
+    assert rows["postprocess"]["details"]["agreement"]["matched_share"] == 1.0
+    assert rows["focal"]["details"]["loss_rel_diff"] < 1e-4
+    for r in (r for r in res["rows"] if r["section"] == "inference"):
+        assert r["details"]["agreement"]["matched_share"] == 1.0  # fp32 paths: the same detections
+    assert res["inference"]["fast_mode"]["name"].startswith("fold_bn")
+
+
+def test_only_rejects_unknown_sections(tmp_path, capsys):
+    assert benchmark.main(["--only", "inference,nonsense", "--out", str(tmp_path)]) == 2
+    assert "nonsense" in capsys.readouterr().err
+
+
+def test_cli_benchmark_help(capsys):
+    assert cli.main(["benchmark", "--help"]) == 0
+    assert "--only" in capsys.readouterr().out
+
+
+def _dets(boxes, scores, labels):
+    return {"boxes": torch.as_tensor(boxes, dtype=torch.float32).reshape(-1, 4), "scores": torch.as_tensor(scores, dtype=torch.float32),
+            "labels": torch.as_tensor(labels, dtype=torch.int64)}
+
+
+def test_match_detections():
+    a = _dets([[0, 0, 10, 10], [20, 20, 40, 40], [50, 0, 50, 30]], [0.9, 0.8, 0.7], [1, 2, 3])
+    assert match_detections([a], [a]) == {"matched": 3, "total": 3, "matched_share": 1.0, "max_score_diff": 0.0, "max_box_diff_px": 0.0}
+    # the zero-width box matches itself; a moved box, a relabelled one and an extra one do not
+    b = _dets([[0, 0, 10, 10.2], [20, 20, 40, 48], [50, 0, 50, 30], [60, 60, 70, 70]], [0.85, 0.8, 0.7, 0.6], [1, 2, 4, 1])
+    got = match_detections([a], [b])
+    assert (got["matched"], got["total"]) == (1, 4)
+    assert got["max_score_diff"] == pytest.approx(0.05) and got["max_box_diff_px"] == pytest.approx(0.2, abs=1e-5)
+    assert match_detections([a], [_dets(torch.zeros(0, 4), [], [])])["matched_share"] == 0.0
+
+
+def test_conv_flops_counts_resnet50_fpn_retinanet():
+    tv = benchmark.torchvision_model(0, 800)
+    ours = benchmark.from_torchvision(tv.state_dict())
+    f1 = benchmark.conv_flops(ours, 1, 512)
+    # Analytic: ResNet-50 at 512 px ~21.4 GMAC (4.1 at 224 px), FPN ~4.2, head ~36.5 (6.69 M MAC
+    # per P3-P7 location): ~62 GMAC = ~124 GFLOP.
+    assert 115e9 < f1 < 135e9
+    assert benchmark.conv_flops(ours, 2, 512) == pytest.approx(2 * f1)
+    train = benchmark.conv_flops(ours.train(), 1, 512, training=True)
+    assert 2.5 * f1 < train < 3 * f1  # backward: input and weight gradients, none for the frozen stem + res2 weights
+
+
+def test_memory_child_reports_peak_rss(monkeypatch):
+    monkeypatch.setenv("RETINANET_NO_COMPILE", "1")
+    spec = {"kind": "ours", "options": {"absorb_bn": True, "channels_last": None}, "dtype": None, "size": 64, "batch": 1,
+            "device": "cpu", "seed": 0, "threads": torch.get_num_threads()}  # fmt: skip
+    got = benchmark._memory_child(spec)
+    assert got["step_peak_mb"] is None or got["step_peak_mb"] >= 0
+    assert got["peak_rss_mb"] > 0 and got["how"]
+
+
+def test_ap_section_compares_fast_mode_with_fp32(tmp_path, monkeypatch):
+    from retinanet.config import config_to_dict, load_config
+    from retinanet.data.synth import generate_synthetic
+    from retinanet.model.build import build_model
+
+    data = tmp_path / "synth"
+    generate_synthetic(data, seed=3, num_train=2, num_val=4)
+    cfg = load_config(None, ["model.backbone=resnet18", "model.num_classes=6", "model.min_size=128", "model.max_size=128",
+                             "model.size_divisor=32", "model.score_thresh=0.0", "data.kind=synth", f"data.train_path={data}",
+                             "data.num_workers=0"])  # fmt: skip
+    torch.manual_seed(0)
+    weights = tmp_path / "model_final.pth"
+    torch.save({"model": build_model(cfg.model).state_dict(), "config": config_to_dict(cfg)}, weights)
+    out = tmp_path / "bench"
+    assert benchmark.main(["--quick", "--only", "ap", "--ap-weights", str(weights), "--out", str(out)]) == 0
+    (row,) = json.loads((out / "results.json").read_text())["rows"]
+    d = row["details"]
+    assert isinstance(d["ap_fp32"], float) and isinstance(d["ap_fast"], float)
+    assert row["met"] == (abs(d["ap_fast"] - d["ap_fp32"]) <= 0.5)
+
+
+def test_update_replaces_only_the_rerun_sections(quick_results, tmp_path, monkeypatch):
+    _, first = quick_results
+    monkeypatch.setenv("RETINANET_NO_COMPILE", "1")
+    base = tmp_path / "base.json"
+    base.write_text(json.dumps(first))
+    out = tmp_path / "updated"
+    assert benchmark.main(["--quick", "--only", "focal", "--repeats", "1", "--update", str(base), "--out", str(out)]) == 0
+    res = json.loads((out / "results.json").read_text())
+    old_rows = {r["name"]: r for r in first["rows"]}
+    assert [r["section"] for r in res["rows"]] == [r["section"] for r in first["rows"]]  # same rows, same order
+    for r in res["rows"]:
+        if r["section"] == "focal":
+            assert r["ours_ms"] != old_rows[r["name"]]["ours_ms"]  # re-measured (times never repeat to the ns)
+        else:
+            assert r == old_rows[r["name"]]  # kept as they were
+    (u,) = res["updates"]
+    assert u["sections"] == ["focal"] and "--update" in u["command"]
+    assert "re-measured focal" in (out / "results.md").read_text()
+
+
+def test_update_refuses_results_of_another_machine(quick_results, tmp_path, capsys):
+    _, first = quick_results
+    other = dict(first, machine=dict(first["machine"], cpu="Some Other CPU"))
+    (tmp_path / "other.json").write_text(json.dumps(other))
+    assert benchmark.main(["--quick", "--only", "focal", "--update", str(tmp_path / "other.json"), "--out", str(tmp_path)]) == 2
+    assert "another machine" in capsys.readouterr().err

@@ -1,0 +1,63 @@
+"""torch.hub entry points (hubconf.py at the repository root), loaded from the local checkout."""
+
+import os
+from pathlib import Path
+
+import pytest
+import torch
+import torchvision
+
+from retinanet import VARIANTS, get_model
+from retinanet.weights.torchvision import convert_torchvision_state_dict
+from retinanet.utils.download import cached_path
+from retinanet.weights.zoo import TORCHVISION_COCO_URL
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+
+
+def test_hub_load_from_local_repo_builds_the_named_variant():
+    torch.manual_seed(0)
+    model = torch.hub.load(str(REPO), "retinanet_r18_fpn", source="local", num_classes=3, fpn_channels=64, head_convs=1)
+    torch.manual_seed(0)
+    reference = get_model("retinanet_r18_fpn", num_classes=3, fpn_channels=64, head_convs=1)
+    assert not model.training  # ready to predict
+    assert model.config == reference.config
+    assert model.head.cls_score.out_channels == 9 * 3
+    state, ref = model.state_dict(), reference.state_dict()
+    assert state.keys() == ref.keys() and all(torch.equal(state[k], ref[k]) for k in state)
+
+
+def test_hubconf_has_one_entry_per_variant():
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("hubconf_under_test", REPO / "hubconf.py")
+    hub = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(hub)
+    assert hub.dependencies == ["torch", "torchvision"]
+    for name in VARIANTS:
+        entry = getattr(hub, name)
+        assert callable(entry) and entry.__name__ == name and "RetinaNet" in entry.__doc__
+
+
+def test_hub_load_torchvision_coco_weights_from_the_cache(torch_home, monkeypatch):
+    # What the download would leave in the hub cache: a torchvision RetinaNet state dict (random
+    # weights here, 3 classes to keep it small); hub must convert it without downloading.
+    torch.manual_seed(0)
+    reference = torchvision.models.detection.retinanet_resnet50_fpn(weights=None, weights_backbone=None, num_classes=3)
+    path = cached_path(TORCHVISION_COCO_URL)
+    os.makedirs(os.path.dirname(path))
+    torch.save(reference.state_dict(), path)
+
+    def no_download(*args, **kwargs):
+        raise AssertionError("tried to download")
+
+    monkeypatch.setattr(torch.hub, "download_url_to_file", no_download)
+    model = torch.hub.load(str(REPO), "retinanet_r50_fpn", source="local", weights="torchvision-coco", score_thresh=0.2)
+    assert model.num_classes == 3 and model.score_thresh == 0.2 and not model.training
+    assert model.config.anchor_style == "torchvision" and model.config.p6_from == "p5"
+    converted = convert_torchvision_state_dict(reference.state_dict())
+    state = model.state_dict()
+    for key in ("head.cls_score.weight", "head.box_pred.bias", "fpn.p6.weight", "backbone.layer4.2.conv3.weight"):
+        assert torch.equal(state[key], converted[key])
