@@ -63,6 +63,10 @@ class AnchorGenerator:
         self.cell = [cell_anchors(float(s), scales_per_octave, tuple(aspect_ratios), style) for s in sizes]
         self._cache: dict = {}
 
+    def clear_cache(self) -> None:
+        """Forget the cached anchors: the next call computes them again (e.g. to time that)."""
+        self._cache.clear()
+
     @property
     def num_anchors_per_location(self) -> int:
         return self.cell[0].shape[0]

@@ -160,6 +160,13 @@ def _compile_disabled() -> bool:
     return os.environ.get(NO_COMPILE_ENV, "").strip().lower() in ("1", "true", "yes", "on")
 
 
+def compiled_kernel_active() -> bool:
+    """Whether the focal-loss kernels run compiled in this process: compilation is not disabled
+    (``RETINANET_NO_COMPILE``) and has not failed (after a failure they stay eager for good). True
+    before the first call too, which is when compilation is attempted."""
+    return not (_compile_failed or _compile_disabled())
+
+
 def _run(fn: Callable, *args):
     """Run ``fn`` compiled; on the first compile failure, warn once and go eager for good."""
     global _compile_failed

@@ -9,18 +9,28 @@ import torch
 from retinanet import cli
 from retinanet.tools import benchmark
 from retinanet.tools.benchmark import match_detections
+from retinanet.tools.benchmark.cli import build_parser
+from retinanet.tools.benchmark.context import Context
+from retinanet.tools.benchmark.flops import conv_flops
+from retinanet.tools.benchmark.memory import memory_child
+from retinanet.tools.benchmark.training import training_memory
+from retinanet.weights.torchvision import from_torchvision
 
 
 @pytest.fixture(scope="module")
 def quick_results(tmp_path_factory):
     # The eager focal loss: compiling it would take most of this test's time and is not what the
-    # test is about (the compiled path has its own tests, tests/test_losses.py).
+    # test is about (the compiled path has its own tests, tests/model/test_losses.py).
+    # --fast-mode fp32: without the ablation, auto picks low precision wherever its measured conv
+    # throughput is higher (a CPU with AMX bf16: 95.7 % of the detections matched at 128 px), and
+    # this test checks that the fp32 paths give the same detections.
     mp = pytest.MonkeyPatch()
     mp.setenv("RETINANET_NO_COMPILE", "1")
     out = tmp_path_factory.mktemp("bench")
     try:
-        code = cli.main(["benchmark", "--quick", "--only", "inference,focal,assign,postprocess", "--repeats", "1",
-                         "--out", str(out)])  # fmt: skip
+        argv = ["benchmark", "--quick", "--only", "inference,focal,assign,postprocess", "--repeats", "1"]
+        argv += ["--fast-mode", "fp32"]
+        code = cli.main([*argv, "--out", str(out)])
     finally:
         mp.undo()
     assert code == 0
@@ -69,15 +79,26 @@ def test_cli_benchmark_help(capsys):
 
 
 def _dets(boxes, scores, labels):
-    return {"boxes": torch.as_tensor(boxes, dtype=torch.float32).reshape(-1, 4), "scores": torch.as_tensor(scores, dtype=torch.float32),
-            "labels": torch.as_tensor(labels, dtype=torch.int64)}
+    return {
+        "boxes": torch.as_tensor(boxes, dtype=torch.float32).reshape(-1, 4),
+        "scores": torch.as_tensor(scores, dtype=torch.float32),
+        "labels": torch.as_tensor(labels, dtype=torch.int64),
+    }
 
 
 def test_match_detections():
     a = _dets([[0, 0, 10, 10], [20, 20, 40, 40], [50, 0, 50, 30]], [0.9, 0.8, 0.7], [1, 2, 3])
-    assert match_detections([a], [a]) == {"matched": 3, "total": 3, "matched_share": 1.0, "max_score_diff": 0.0, "max_box_diff_px": 0.0}
+    assert match_detections([a], [a]) == {
+        "matched": 3,
+        "total": 3,
+        "matched_share": 1.0,
+        "max_score_diff": 0.0,
+        "max_box_diff_px": 0.0,
+    }
     # the zero-width box matches itself; a moved box, a relabelled one and an extra one do not
-    b = _dets([[0, 0, 10, 10.2], [20, 20, 40, 48], [50, 0, 50, 30], [60, 60, 70, 70]], [0.85, 0.8, 0.7, 0.6], [1, 2, 4, 1])
+    b = _dets(
+        [[0, 0, 10, 10.2], [20, 20, 40, 48], [50, 0, 50, 30], [60, 60, 70, 70]], [0.85, 0.8, 0.7, 0.6], [1, 2, 4, 1]
+    )
     got = match_detections([a], [b])
     assert (got["matched"], got["total"]) == (1, 4)
     assert got["max_score_diff"] == pytest.approx(0.05) and got["max_box_diff_px"] == pytest.approx(0.2, abs=1e-5)
@@ -86,22 +107,32 @@ def test_match_detections():
 
 def test_conv_flops_counts_resnet50_fpn_retinanet():
     tv = benchmark.torchvision_model(0, 800)
-    ours = benchmark.from_torchvision(tv.state_dict())
-    f1 = benchmark.conv_flops(ours, 1, 512)
+    ours = from_torchvision(tv.state_dict())
+    f1 = conv_flops(ours, 1, 512)
     # Analytic: ResNet-50 at 512 px ~21.4 GMAC (4.1 at 224 px), FPN ~4.2, head ~36.5 (6.69 M MAC
     # per P3-P7 location): ~62 GMAC = ~124 GFLOP.
     assert 115e9 < f1 < 135e9
-    assert benchmark.conv_flops(ours, 2, 512) == pytest.approx(2 * f1)
-    train = benchmark.conv_flops(ours.train(), 1, 512, training=True)
+    assert conv_flops(ours, 2, 512) == pytest.approx(2 * f1)
+    train = conv_flops(ours.train(), 1, 512, training=True)
     assert 2.5 * f1 < train < 3 * f1  # backward: input and weight gradients, none for the frozen stem + res2 weights
 
 
 def test_memory_child_reports_peak_rss(monkeypatch):
     monkeypatch.setenv("RETINANET_NO_COMPILE", "1")
-    spec = {"kind": "ours", "options": {"absorb_bn": True, "channels_last": None}, "dtype": None, "size": 64, "batch": 1,
-            "device": "cpu", "seed": 0, "threads": torch.get_num_threads()}  # fmt: skip
-    got = benchmark._memory_child(spec)
+    options = {"absorb_bn": True, "channels_last": None}
+    spec = {"kind": "ours", "options": options, "dtype": None, "size": 64, "batch": 1, "device": "cpu", "seed": 0}
+    spec["threads"] = torch.get_num_threads()
+    got = memory_child(spec)
     assert got["step_peak_mb"] is None or got["step_peak_mb"] >= 0
+    assert got["peak_rss_mb"] > 0 and got["how"]
+
+
+def test_training_memory_runs_a_fresh_process(monkeypatch):
+    # The CPU path: `python -m retinanet.tools.benchmark --memory-child JSON` in a subprocess.
+    monkeypatch.setenv("RETINANET_NO_COMPILE", "1")
+    ctx = Context(build_parser().parse_args(["--train-size", "64", "--train-batch", "1"]))
+    (got,) = training_memory(ctx, {"ours fp32 plain": ("ours", None, None)}, {}).values()
+    assert "error" not in got, got
     assert got["peak_rss_mb"] > 0 and got["how"]
 
 
@@ -112,9 +143,18 @@ def test_ap_section_compares_fast_mode_with_fp32(tmp_path, monkeypatch):
 
     data = tmp_path / "synth"
     generate_synthetic(data, seed=3, num_train=2, num_val=4)
-    cfg = load_config(None, ["model.backbone=resnet18", "model.num_classes=6", "model.min_size=128", "model.max_size=128",
-                             "model.size_divisor=32", "model.score_thresh=0.0", "data.kind=synth", f"data.train_path={data}",
-                             "data.num_workers=0"])  # fmt: skip
+    overrides = [
+        "model.backbone=resnet18",
+        "model.num_classes=6",
+        "model.min_size=128",
+        "model.max_size=128",
+        "model.size_divisor=32",
+        "model.score_thresh=0.0",
+        "data.kind=synth",
+        f"data.train_path={data}",
+        "data.num_workers=0",
+    ]
+    cfg = load_config(None, overrides)
     torch.manual_seed(0)
     weights = tmp_path / "model_final.pth"
     torch.save({"model": build_model(cfg.model).state_dict(), "config": config_to_dict(cfg)}, weights)
@@ -132,7 +172,8 @@ def test_update_replaces_only_the_rerun_sections(quick_results, tmp_path, monkey
     base = tmp_path / "base.json"
     base.write_text(json.dumps(first))
     out = tmp_path / "updated"
-    assert benchmark.main(["--quick", "--only", "focal", "--repeats", "1", "--update", str(base), "--out", str(out)]) == 0
+    argv = ["--quick", "--only", "focal", "--repeats", "1", "--update", str(base), "--out", str(out)]
+    assert benchmark.main(argv) == 0
     res = json.loads((out / "results.json").read_text())
     old_rows = {r["name"]: r for r in first["rows"]}
     assert [r["section"] for r in res["rows"]] == [r["section"] for r in first["rows"]]  # same rows, same order
@@ -150,5 +191,6 @@ def test_update_refuses_results_of_another_machine(quick_results, tmp_path, caps
     _, first = quick_results
     other = dict(first, machine=dict(first["machine"], cpu="Some Other CPU"))
     (tmp_path / "other.json").write_text(json.dumps(other))
-    assert benchmark.main(["--quick", "--only", "focal", "--update", str(tmp_path / "other.json"), "--out", str(tmp_path)]) == 2
+    argv = ["--quick", "--only", "focal", "--update", str(tmp_path / "other.json"), "--out", str(tmp_path)]
+    assert benchmark.main(argv) == 2
     assert "another machine" in capsys.readouterr().err
