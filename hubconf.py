@@ -11,8 +11,8 @@ downloaded once into $TORCH_HOME/hub/checkpoints and converted; offline, put the
 a path to a state dict / training checkpoint of this library.
 """
 
-from retinanet.weights.zoo import VARIANTS as _VARIANTS
-from retinanet.weights.zoo import get_model as _get_model
+from retinanet import VARIANTS as _VARIANTS
+from retinanet import get_model as _get_model
 
 dependencies = ["torch", "torchvision"]  # checked by torch.hub.load
 

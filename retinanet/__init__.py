@@ -3,13 +3,12 @@
 import sys as _sys
 
 from .model import losses
-from .weights.torchvision import from_torchvision
 from .model.build import build_model
 from .model.config import ModelConfig
 from .model.retinanet import RetinaNet
-from .weights.zoo import VARIANTS, get_model
+from .weights import VARIANTS, LoadedModel, from_torchvision, get_model, load_model
 
-__all__ = ["RetinaNet", "ModelConfig", "build_model", "get_model", "from_torchvision", "VARIANTS"]
+__all__ = ["RetinaNet", "ModelConfig", "LoadedModel", "build_model", "get_model", "load_model", "from_torchvision", "VARIANTS"]
 __version__ = "0.1.0"
 
 # `retinanet.losses` is public API (import retinanet.losses, from retinanet.losses import ...):

@@ -2,8 +2,14 @@
 
 from __future__ import annotations
 
+import ast
+import dataclasses
 import math
+import re
+import sys
+from functools import partial
 from pathlib import Path
+from typing import get_args
 
 import pytest
 
@@ -144,11 +150,102 @@ def test_unknown_key_names_it_and_suggests(tmp_path):
         ("model=3", r"model=3: expected a mapping"),
         ("model.backbone=resnet5", r"model\.backbone='resnet5': expected one of"),  # ModelConfig.validate()
         ("train.momentum=1.5", r"train\.momentum=1\.5"),
+        # A bool is not a number, and a string is never converted to one.
+        ("train.max_iter=true", r"override: train\.max_iter=True: expected int, got bool"),
+        ("model.focal_gamma=false", r"model\.focal_gamma=False: expected float, got bool"),
+        ("train.max_iter='800'", r"train\.max_iter='800': expected int, got str"),
+        ("model.focal_gamma='1.5'", r"model\.focal_gamma='1\.5': expected float, got str"),
+        ("output_dir=3", r"output_dir=3: expected str, got int"),
+        ("train.lr_steps=[6,8.5]", r"train\.lr_steps\[1\]=8\.5: expected int, got float"),
+        ("model.box_coder_weights=[1,2,3,4,5]", r"expected 4 items \(tuple\[float, float, float, float\]\), got 5"),
+        ("model.pretrained_backbone=1", r"model\.pretrained_backbone=1: expected bool \| str, got int"),
+        ("model.focal_alpha=x", r"model\.focal_alpha='x': expected Optional\[float\], got str"),
+        ("output_dir=2024-01-01", r"output_dir=datetime\.date\(2024, 1, 1\): expected str, got date"),
+        # Literal choices, listed, also for the model's (and Optional ones with their None).
+        ("model.cls_loss=FOCAL",
+         r"^override: model\.cls_loss='FOCAL': expected one of \['focal', 'ce', 'fl_star', 'ohem'\]"),
+        ("model.head_norm=GN", r"model\.head_norm='GN': expected one of \['gn', None\]"),
+        ("eval.backend=coco", r"eval\.backend='coco': expected one of \['faster_coco_eval', 'pycocotools'\]"),
+        ("model.backbon=resnet18", r"unknown config key 'model\.backbon'; did you mean 'model\.backbone'"),
+        ("model.fg_iou_thresh=0.3", r"model\.bg_iou_thresh must not exceed model\.fg_iou_thresh"),
     ],
 )
 def test_wrong_values_are_errors(override, pattern):
     with pytest.raises(ConfigError, match=pattern):
         load_config(None, [override])
+
+
+def test_lossless_conversions():
+    cfg = load_config(None, ["train.max_iter=9e4", "train.lr_steps=[6e4, 8e4]", "model.train_min_sizes=[640, 672.0]",
+                             "model.focal_gamma=1", "train.device=on", "train.clip_grad_norm=null"])
+    assert cfg.train.max_iter == 90000 and type(cfg.train.max_iter) is int  # YAML reads 9e4 as a float
+    assert cfg.train.lr_steps == (60000, 80000) and all(type(s) is int for s in cfg.train.lr_steps)
+    assert cfg.model.train_min_sizes == (640, 672) and type(cfg.model.focal_gamma) is float
+    assert cfg.train.device == "on" and cfg.train.clip_grad_norm is None  # YAML 1.1's on stays a string
+
+
+def test_errors_name_their_file(tmp_path):
+    write(tmp_path / "base.yaml", "model:\n  min_size: '800'\n")
+    child = write(tmp_path / "child.yaml", "_base_: base.yaml\ntrain:\n  max_iter: 10\n  lr_steps: [5]\n")
+    with pytest.raises(ConfigError, match=r"base\.yaml: model\.min_size='800': expected int, got str"):
+        load_config(child)
+    with pytest.raises(ConfigError, match=r"^override: model\.min_size='800'"):  # the override, not the file
+        load_config(write(tmp_path / "ok.yaml", "model:\n  min_size: 320\n"), ["model.min_size='800'"])
+    with pytest.raises(ConfigError, match=r"child\.yaml: train\.amp=False: expected one of"):
+        load_config(write(tmp_path / "child.yaml", "_base_: ok.yaml\ntrain:\n  amp: false\n"))
+
+
+def test_dataclasses_stay_plain():
+    from retinanet.config import DataConfig, EvalConfig, ModelConfig, TrainConfig
+
+    cfg = load_config(None, ["model.backbone=resnet18"])
+    assert type(cfg.model) is ModelConfig and not hasattr(ModelConfig, "__pydantic_fields__")
+    assert dataclasses.replace(cfg.train, max_iter=5, lr_steps=(2,)).max_iter == 5
+    assert cfg.model.replace(focal_gamma=1.0).focal_gamma == 1.0
+    assert ModelConfig(backbone="resnet18") == cfg.model
+    # Built in Python, the choices and ranges are still checked.
+    with pytest.raises(ValueError, match=r"model\.cls_loss='x': expected one of \['focal', 'ce', 'fl_star', 'ohem'\]"):
+        ModelConfig(cls_loss="x")
+    with pytest.raises(TypeError, match="unknown model option"):
+        ModelConfig().replace(focal_gama=1.0)
+    with pytest.raises(ConfigError, match=r"data\.kind='x': expected one of"):
+        DataConfig(kind="x")
+    with pytest.raises(ConfigError, match=r"train\.amp='on'"):
+        TrainConfig(amp="on")
+    with pytest.raises(ConfigError, match=r"eval\.batch_size=0"):
+        EvalConfig(batch_size=0)
+
+
+def test_model_config_needs_only_the_standard_library():
+    # The components import their Literal choices from it: no validation library comes with them.
+    tree = ast.parse((Path(__file__).resolve().parents[1] / "retinanet" / "model" / "config.py").read_text())
+    modules = {a.name for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names}
+    modules |= {n.module for n in ast.walk(tree) if isinstance(n, ast.ImportFrom)}
+    assert {m.split(".")[0] for m in modules} <= set(sys.stdlib_module_names) | {"__future__"}
+
+
+def test_components_check_the_same_choices():
+    from retinanet.model import backbone
+    from retinanet.model.anchors import AnchorGenerator
+    from retinanet.model.assignment import BoxCoder, Matcher
+    from retinanet.model.config import AnchorStyle, Backbone, BoxLoss, ClsLoss, HeadNorm, LossNormalizer, P6Source
+    from retinanet.model.criterion import RetinaNetCriterion
+    from retinanet.model.fpn import FPN
+    from retinanet.model.head import RetinaNetHead
+
+    assert list(backbone._RESNETS) == list(get_args(Backbone))
+    criterion = partial(RetinaNetCriterion, Matcher(0.5, 0.4, True), BoxCoder())
+    for build, alias in [
+        (lambda: backbone.ResNetBackbone("resnet5"), Backbone),
+        (lambda: FPN((8, 8, 8), 8, p6_from="c6"), P6Source),
+        (lambda: AnchorGenerator(style="detectron"), AnchorStyle),
+        (lambda: RetinaNetHead(8, 9, 2, norm="bn"), HeadNorm),
+        (lambda: criterion(cls_loss="bce"), ClsLoss),
+        (lambda: criterion(box_loss="giou"), BoxLoss),
+        (lambda: criterion(normalizer="anchors"), LossNormalizer),
+    ]:
+        with pytest.raises(ValueError, match=re.escape(str(list(get_args(alias))))):
+            build()
 
 
 def test_steps_beyond_max_iter_warn():

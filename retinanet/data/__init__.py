@@ -8,7 +8,7 @@ aspect_ratios() and coco_gt(). `build_dataset` is the one place that turns plain
 into a dataset.
 """
 
-from retinanet.data.build import KINDS, build_dataset, detect_kind, infer_coco_images_dir
+from retinanet.data.build import KINDS, build_dataset, build_datasets, detect_kind, infer_coco_images_dir
 from retinanet.data.check import check_dataset, format_summary, summarize_dataset
 from retinanet.data.coco import CocoDetection
 from retinanet.data.common import (
@@ -21,9 +21,9 @@ from retinanet.data.common import (
     load_image,
 )
 from retinanet.data.csv_dataset import CsvDetection
-from retinanet.data.samplers import GroupedBatchSampler
+from retinanet.data.samplers import SeededSamples, TrainingBatches, aspect_groups
 from retinanet.data.synth import default_synth_dir, ensure_synthetic, generate_synthetic
-from retinanet.data.transforms import Compose, RandomHorizontalFlip, ResizeShorterSide
+from retinanet.data.transforms import Compose, RandomHorizontalFlip
 from retinanet.data.voc import VOC_CLASSES, VocDetection
 
 __all__ = [
@@ -36,12 +36,14 @@ __all__ = [
     "CsvDetection",
     "DatasetError",
     "DetectionDataset",
-    "GroupedBatchSampler",
     "MissingFileError",
     "RandomHorizontalFlip",
-    "ResizeShorterSide",
+    "SeededSamples",
+    "TrainingBatches",
     "VocDetection",
+    "aspect_groups",
     "build_dataset",
+    "build_datasets",
     "check_dataset",
     "collate_fn",
     "default_synth_dir",

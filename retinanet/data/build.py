@@ -1,14 +1,19 @@
-"""The one place where plain arguments become a dataset: `build_dataset`, plus `detect_kind`."""
+"""The one place where arguments become datasets: `build_dataset` (plain arguments) and
+`build_datasets` (the run config's `data` section), plus `detect_kind`."""
 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Callable, Optional, Sequence
+from typing import TYPE_CHECKING, Callable, Optional, Sequence
 
 from retinanet.data.coco import CocoDetection
 from retinanet.data.common import DatasetError, DetectionDataset, MissingFileError, require_exists
 from retinanet.data.csv_dataset import CsvDetection
+from retinanet.data.transforms import Compose, RandomHorizontalFlip
 from retinanet.data.voc import VocDetection
+
+if TYPE_CHECKING:
+    from ..config import Config
 
 KINDS = ("coco", "voc", "csv")
 
@@ -121,3 +126,40 @@ def build_dataset(
         )
     reject(split=split, images_dir=images_dir, class_names=class_names, year=year, use_difficult=use_difficult)
     return CsvDetection(path, class_map, **common)
+
+
+def synthetic_root(path: str | None) -> Path:
+    """The folder of the synthetic dataset for data.kind=synth: `path` (data.train_path) when it
+    holds one already (any size), else generated there, or at the default location, once."""
+    from .synth import default_synth_dir, ensure_synthetic
+
+    given = Path(path) if path else None
+    if given is not None and (given / "annotations").is_dir():
+        return given
+    return Path(ensure_synthetic(given or default_synth_dir()))
+
+
+def build_datasets(cfg: "Config", train: bool = True):
+    """(train dataset or None, val dataset) from cfg.data; "synth" generates the built-in
+    synthetic dataset on first use."""
+    d = cfg.data
+    if d.kind == "synth":
+        root = synthetic_root(d.train_path)
+        kind, train_path, val_path = "coco", root / "annotations" / "instances_train.json", root / "annotations" / "instances_val.json"
+        train_images, val_images = root / "train", root / "val"
+    else:
+        kind, train_path, val_path = d.kind, d.train_path, d.val_path
+        train_images, val_images = d.train_images_dir, d.val_images_dir
+    common = dict(class_map=d.class_map, on_bad=d.on_bad)
+    train_ds = None
+    if train:
+        if train_path is None:
+            raise ValueError("data.train_path is not set")
+        flip = [RandomHorizontalFlip(d.hflip_prob)] if d.hflip_prob > 0 else []
+        extra = {"split": d.train_split} if kind == "voc" else {}
+        train_ds = build_dataset(kind, train_path, images_dir=train_images, transforms=Compose(flip), keep_empty=d.keep_empty, **extra, **common)
+    val_ds = None
+    if val_path is not None:
+        extra = {"split": d.val_split} if kind == "voc" else {}
+        val_ds = build_dataset(kind, val_path, images_dir=val_images, keep_empty=True, **extra, **common)
+    return train_ds, val_ds

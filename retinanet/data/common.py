@@ -40,6 +40,9 @@ MISSING_IMAGE = "missing_image"
 CORRUPT_IMAGE = "corrupt_image"  # cannot be decoded, or its size differs from the annotation's
 
 # COCO's area ranges (AP_S / AP_M / AP_L): small < 32², medium 32²..96², large > 96².
+# Image files the library reads (Pillow decodes them all): VOC's JPEGImages lookup and the
+# folders `retinanet predict` searches.
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff")
 SMALL_AREA = 32.0**2
 LARGE_AREA = 96.0**2
 

@@ -1,4 +1,6 @@
-"""Aspect-ratio grouping: batches of images that are all landscape or all portrait.
+"""The training batch stream: seeded, resumable, and grouped by aspect ratio.
+
+Aspect-ratio grouping: batches of images that are all landscape or all portrait.
 
 The model pads a batch to its largest height and width; mixing a 640x480 and a 480x640 image
 pads both to 640x640, wasting ~40% of the compute on padding. Two groups (w >= h, w < h), as in
@@ -8,9 +10,12 @@ detectron2's AspectRatioGroupedDataset; the ratios come from the annotations
 
 from __future__ import annotations
 
-from typing import Iterable, Iterator, Sequence
+from collections.abc import Sequence
 
-from torch.utils.data import BatchSampler, RandomSampler, Sampler, SequentialSampler, SubsetRandomSampler
+import torch
+from torch.utils.data import Dataset, Sampler
+
+from .common import DatasetError
 
 
 def aspect_groups(aspect_ratios: Sequence[float]) -> list[int]:
@@ -18,55 +23,62 @@ def aspect_groups(aspect_ratios: Sequence[float]) -> list[int]:
     return [0 if r >= 1.0 else 1 for r in aspect_ratios]
 
 
-class GroupedBatchSampler(BatchSampler):
-    """Batches from `sampler`'s indices, each batch from a single aspect group.
+class TrainingBatches(Sampler[list[int]]):
+    """Endless batches for one process: each epoch a permutation seeded by (seed, epoch), split
+    by aspect group (landscape / portrait, so that padding wastes little; detectron2's grouping)
+    and cut into batches of `batch_size`; global batch b of an epoch is the b-th run of `world`
+    consecutive per-process batches. Incomplete batches at an epoch's end are dropped.
 
-    Indices are taken in the sampler's order and buffered per group; a batch is yielded as soon
-    as its group has `batch_size` of them. At the end, incomplete batches are yielded (smallest
-    group last) unless drop_last. Every index the sampler yields appears in exactly one batch
-    (without drop_last).
-
-    aspect_ratios: width / height of every dataset index (`dataset.aspect_ratios()`).
+    Batch i of the stream is a pure function of i, so a run resumed at iteration `start` sees
+    exactly the images the interrupted one would have seen. Indices carry their epoch
+    (index + epoch·size) for SeededSamples.
     """
 
-    def __init__(self, sampler: Sampler[int], aspect_ratios: Sequence[float], batch_size: int, drop_last: bool = False):
-        if batch_size <= 0:
-            raise ValueError(f"batch_size={batch_size}: expected > 0")
-        self.sampler = sampler
-        self.groups = aspect_groups(aspect_ratios)
-        self.batch_size = batch_size
-        self.drop_last = drop_last
+    def __init__(self, groups: list[int], batch_size: int, seed: int, start: int = 0, rank: int = 0, world: int = 1):
+        self.groups = torch.tensor(groups)
+        self.batch_size, self.seed, self.start, self.rank, self.world = batch_size, seed, start, rank, world
+        counts = torch.bincount(self.groups, minlength=2)
+        self.per_epoch = int(sum(c // (batch_size * world) for c in counts.tolist()))
+        if self.per_epoch == 0:
+            raise DatasetError(f"{len(groups)} training images cannot fill one batch of {batch_size * world} (per aspect group)")
 
-    def __iter__(self) -> Iterator[list[int]]:
-        buffers: dict[int, list[int]] = {0: [], 1: []}
-        for index in self.sampler:
-            buf = buffers[self.groups[index]]
-            buf.append(index)
-            if len(buf) == self.batch_size:
-                yield list(buf)
-                buf.clear()
-        if not self.drop_last:
-            for buf in sorted(buffers.values(), key=len, reverse=True):
-                if buf:
-                    yield list(buf)
+    def epoch_batches(self, epoch: int) -> list[list[int]]:
+        """The global batches of an epoch, each a list of `world` per-process batches."""
+        g = torch.Generator().manual_seed(self.seed * 1_000_003 + epoch)
+        perm = torch.randperm(len(self.groups), generator=g)
+        n = self.batch_size * self.world
+        batches = []
+        for group in (0, 1):
+            idx = perm[self.groups[perm] == group]
+            for j in range(len(idx) // n):
+                batches.append(idx[j * n : (j + 1) * n])
+        order = torch.randperm(len(batches), generator=g)  # interleave the groups
+        offset = epoch * len(self.groups)
+        return [[(b[r * self.batch_size : (r + 1) * self.batch_size] + offset).tolist() for r in range(self.world)] for b in (batches[i] for i in order)]
 
-    def _indices(self) -> Iterable[int]:
-        """The indices one pass of the sampler yields, in some order. For the usual permutation
-        samplers they are known without iterating, which for RandomSampler would draw from the
-        global torch generator and shift every later random number."""
-        s = self.sampler
-        if isinstance(s, SequentialSampler):
-            return range(len(s))
-        if isinstance(s, RandomSampler) and not s.replacement and s.num_samples == len(s.data_source):
-            return range(len(s.data_source))
-        if isinstance(s, SubsetRandomSampler):
-            return s.indices
-        return s
+    def __iter__(self):
+        it = self.start
+        epoch, batches = -1, None
+        while True:
+            e, i = divmod(it, self.per_epoch)
+            if e != epoch:
+                epoch, batches = e, self.epoch_batches(e)
+            yield batches[i][self.rank]
+            it += 1
 
-    def __len__(self) -> int:
-        counts = {0: 0, 1: 0}
-        for index in self._indices():  # a permutation's group counts do not depend on its order
-            counts[self.groups[index]] += 1
-        if self.drop_last:
-            return sum(n // self.batch_size for n in counts.values())
-        return sum(-(-n // self.batch_size) for n in counts.values())
+
+class SeededSamples(Dataset):
+    """Wraps a dataset so that the random transforms of stream position (index + epoch·size)
+    draw from a generator seeded by that position: the same augmentation on resume, whatever
+    the worker that loads it."""
+
+    def __init__(self, dataset: Dataset, seed: int):
+        self.dataset, self.seed = dataset, seed
+
+    def __len__(self):
+        return len(self.dataset)
+
+    def __getitem__(self, i: int):
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(self.seed * 7_919 + i)
+            return self.dataset[i % len(self.dataset)]

@@ -25,6 +25,7 @@ from typing import Callable, Optional, Sequence
 import numpy as np
 
 from retinanet.data.common import (
+    IMAGE_SUFFIXES,
     MALFORMED_ENTRY,
     MISSING_ANNOTATION,
     MISSING_IMAGE,
@@ -46,8 +47,6 @@ VOC_CLASSES = (
     "diningtable", "dog", "horse", "motorbike", "person", "pottedplant", "sheep", "sofa", "train",
     "tvmonitor",
 )  # fmt: skip
-IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff")
-
 
 class VocObject:
     """One <object>: class name, raw 1-based bndbox (xmin, ymin, xmax, ymax), difficult flag;
@@ -133,7 +132,7 @@ def find_image(folder: Path, filename: str, stem: str) -> Optional[Path]:
     """The image beside an XML: its <filename> if present there, else the stem + an image suffix."""
     if filename and (folder / filename).is_file():
         return folder / filename
-    for ext in IMAGE_EXTENSIONS:
+    for ext in IMAGE_SUFFIXES:
         for candidate in (folder / (stem + ext), folder / (stem + ext.upper())):
             if candidate.is_file():
                 return candidate

@@ -1,5 +1,5 @@
-"""Prediction over many inputs, for `retinanet predict`: batches of image files, video frames,
-and COCO-style JSON of the detections.
+"""Prediction over many inputs, for `retinanet predict`: image files and folders, video frames,
+JSON records and pictures of the detections, and COCO-style JSON of all of them.
 
 The COCO-style file is a COCO instances file whose annotations carry a "score": it loads with
 the usual COCO tools (as ground truth for pseudo-labelling or viewing, or `loadRes` on its
@@ -23,6 +23,48 @@ from typing import Iterable, Iterator, Optional, Sequence
 import numpy as np
 import torch
 from torch import Tensor
+from tqdm import tqdm
+
+from ..data.common import IMAGE_SUFFIXES, load_image
+from ..utils.io import atomic_write
+from ..utils.paths import unique_stems
+from ..utils.visualize import draw_detections, save_grid
+from .video import VideoSource, annotated_video_path, open_video, video_writer
+
+
+def find_images(inputs: Sequence[str | Path], exclude: Optional[Path] = None) -> list[Path]:
+    """Image files named in `inputs`, or found (recursively, sorted) in the folders named there;
+    files under `exclude` (the output folder) are skipped. FileNotFoundError for a missing input."""
+    found: list[Path] = []
+    for item in inputs:
+        p = Path(item)
+        if p.is_dir():
+            files = sorted(q for q in p.rglob("*") if q.suffix.lower() in IMAGE_SUFFIXES and q.is_file())
+            if exclude is not None:
+                files = [q for q in files if not q.resolve().is_relative_to(exclude.resolve())]
+            found += files
+        elif p.is_file():
+            found.append(p)
+        else:
+            raise FileNotFoundError(f"input not found: {p}")
+    return list(dict.fromkeys(found))
+
+
+def detection_records(det: dict, class_names: Sequence[str], score_thresh: float) -> list[dict]:
+    """JSON-ready detections with score >= score_thresh: [{"box" xyxy, "score", "label", "class_name"}]."""
+    keep = det["scores"] >= score_thresh
+    boxes, scores, labels = det["boxes"][keep].tolist(), det["scores"][keep].tolist(), det["labels"][keep].tolist()
+    out = []
+    for box, score, label in zip(boxes, scores, labels):
+        name = class_names[label] if 0 <= label < len(class_names) else f"class_{label}"
+        out.append({"box": [round(v, 2) for v in box], "score": round(score, 4), "label": int(label), "class_name": name})
+    return out
+
+
+def draw_records(image: Tensor, records: Sequence[dict], class_names: Sequence[str]):
+    """A PIL picture of `image` with `detection_records` drawn."""
+    boxes, labels, scores = ([r[k] for r in records] for k in ("box", "label", "score"))
+    return draw_detections(image, boxes, labels, scores, class_names)
 
 
 def batched(items: Iterable, n: int) -> Iterator[list]:
@@ -48,7 +90,7 @@ class CocoPredictions:
         return int(label) if self.labels_are_ids else int(label) + 1
 
     def add(self, file_name: str, width: int, height: int, records: Sequence[dict], **extra) -> int:
-        """One image and its detections (`cli.detection_records` entries); returns its id."""
+        """One image and its detections (`detection_records` entries); returns its id."""
         image_id = len(self.data["images"]) + 1
         self.data["images"].append({"id": image_id, "file_name": file_name, "width": int(width), "height": int(height), **extra})
         anns = self.data["annotations"]
@@ -60,10 +102,7 @@ class CocoPredictions:
         return image_id
 
     def write(self, path: str | Path) -> Path:
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(json.dumps(self.data))
-        return path
+        return atomic_write(path, json.dumps(self.data))
 
 
 def frame_tensor(rgb: np.ndarray) -> Tensor:
@@ -78,18 +117,38 @@ def detect(model, images: Sequence[Tensor], device: torch.device) -> list[dict[s
     return [{k: v.float().cpu() if v.is_floating_point() else v.cpu() for k, v in d.items()} for d in dets]
 
 
+def predict_images(model, device: torch.device, images: Sequence[Path], out: Path, class_names: Sequence[str],
+                   score_thresh: float, batch_size: int = 1, pictures: bool = True,
+                   coco: Optional[CocoPredictions] = None) -> int:
+    """Detect objects in image files, `batch_size` at a time: OUT/<stem>.json with {image, width,
+    height, detections: `detection_records`} and, with `pictures`, OUT/<stem>.png with the boxes,
+    class names and scores drawn (repeated stems get -2, -3, ...); every image is also added to
+    `coco` when given. Returns the number of detections."""
+    total = 0
+    bar = tqdm(total=len(images), desc="predict", unit="img", disable=not images)
+    for chunk in batched(zip(images, unique_stems(images)), batch_size):
+        loaded = [load_image(path) for path, _ in chunk]
+        for (path, stem), image, det in zip(chunk, loaded, detect(model, loaded, device)):
+            records = detection_records(det, class_names, score_thresh)
+            total += len(records)
+            height, width = image.shape[-2:]
+            if pictures:
+                draw_records(image, records, class_names).save(out / f"{stem}.png")
+            result = {"image": str(path), "width": int(width), "height": int(height), "detections": records}
+            (out / f"{stem}.json").write_text(json.dumps(result, indent=1))
+            if coco is not None:
+                coco.add(str(path), width, height, records)
+        bar.update(len(chunk))
+    bar.close()
+    return total
+
+
 def predict_video(model, device: torch.device, source, out: Path, class_names: Sequence[str], score_thresh: float,
-                  records_of, labels_are_category_ids: bool = False, save_video: bool = False, batch_size: int = 1) -> dict:
+                  labels_are_category_ids: bool = False, save_video: bool = False, batch_size: int = 1) -> dict:
     """Detect objects in every frame of a video (a `video.VideoSource` or a path): OUT/<stem>_detections.json (COCO-style, one
     image per frame with its "frame_index" and "timestamp" in seconds) and, with `save_video`,
     the annotated video (OUT/<stem>_detections.mp4, or .gif / .webp like the input).
-    `records_of(det, class_names, score_thresh)` turns detections into JSON records.
     Returns {"frames", "detections", "json", "video"}."""
-    from tqdm import tqdm
-
-    from .video import VideoSource, annotated_video_path, open_video, video_writer
-    from ..utils.visualize import draw_detections
-
     source = source if isinstance(source, VideoSource) else open_video(source)
     path = source.path
     info = {"description": "retinanet predict", "video": str(path), "fps": round(source.fps, 4),
@@ -102,14 +161,12 @@ def predict_video(model, device: torch.device, source, out: Path, class_names: S
         for chunk in batched(bar, batch_size):
             images = [frame_tensor(rgb) for _, rgb, _ in chunk]
             for (index, rgb, t), image, det in zip(chunk, images, detect(model, images, device)):
-                records = records_of(det, class_names, score_thresh)
+                records = detection_records(det, class_names, score_thresh)
                 coco.add(f"{path.name}#frame={index}", rgb.shape[1], rgb.shape[0], records, frame_index=index, timestamp=round(t, 4))
                 frames += 1
                 detections += len(records)
                 if writer is not None:
-                    picture = draw_detections(image, [r["box"] for r in records], [r["label"] for r in records],
-                                              [r["score"] for r in records], class_names)
-                    writer.write(np.asarray(picture))
+                    writer.write(np.asarray(draw_records(image, records, class_names)))
     finally:
         if writer is not None:
             writer.close()
@@ -118,4 +175,32 @@ def predict_video(model, device: torch.device, source, out: Path, class_names: S
             "video": annotated_video_path(out, source) if writer is not None else None}
 
 
-__all__ = ["CocoPredictions", "batched", "detect", "frame_tensor", "predict_video"]
+@torch.no_grad()
+def detections_grid(model, dataset, path: Path, score_thresh: float, num_images: int = 4) -> Path:
+    """A grid of the first `num_images` images of `dataset` that have objects, with the model's
+    detections (score >= score_thresh) drawn: the demo's picture."""
+    with_objects = [i for i, r in enumerate(dataset.records) if len(r.boxes)] or list(range(len(dataset)))
+    indices = with_objects[:num_images]
+    model.eval()
+    images = [dataset[i][0] for i in indices]
+    pictures, titles = [], []
+    for i, image, det in zip(indices, images, model(images)):
+        keep = det["scores"] >= score_thresh
+        pictures.append(
+            draw_detections(image, det["boxes"][keep], det["labels"][keep], det["scores"][keep], dataset.class_names)
+        )
+        titles.append(f"{Path(dataset.image_info(i)['file_name']).name}: {int(keep.sum())} detections")
+    return save_grid(pictures, path, titles=titles)
+
+
+__all__ = [
+    "CocoPredictions",
+    "batched",
+    "detect",
+    "detection_records",
+    "detections_grid",
+    "find_images",
+    "frame_tensor",
+    "predict_images",
+    "predict_video",
+]

@@ -11,8 +11,12 @@ torchvision's anchors load unchanged.
 
 from __future__ import annotations
 
+from typing import get_args
+
 import torch
 from torch import Tensor
+
+from .config import AnchorStyle
 
 STRIDES = (8, 16, 32, 64, 128)  # P3-P7
 
@@ -53,8 +57,8 @@ class AnchorGenerator:
         style: str = "exact",
         strides: tuple[int, ...] = STRIDES,
     ):
-        if style not in ("exact", "torchvision"):
-            raise ValueError(f"anchor style {style!r}: expected 'exact' or 'torchvision'")
+        if style not in get_args(AnchorStyle):
+            raise ValueError(f"anchor style {style!r}: expected one of {list(get_args(AnchorStyle))}")
         if len(sizes) != len(strides):
             raise ValueError(f"{len(sizes)} anchor sizes for {len(strides)} levels")
         self.strides = tuple(strides)

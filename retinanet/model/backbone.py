@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 from functools import partial
+from typing import get_args
 
 import torch
 import torchvision
@@ -11,10 +12,12 @@ from torch import Tensor, nn
 from torchvision.ops import FrozenBatchNorm2d
 
 from ..utils.download import load_url_state_dict
+from .config import Backbone, Norm
 
 log = logging.getLogger(__name__)
 
-# name -> (torchvision constructor, ImageNet weights enum member, (C3, C4, C5) channels)
+# name -> (torchvision constructor, ImageNet weights enum member, (C3, C4, C5) channels); the names
+# are those of `Backbone` (tests/test_config.py checks that they agree).
 _RESNETS = {
     "resnet18": (torchvision.models.resnet18, torchvision.models.ResNet18_Weights.IMAGENET1K_V1, (128, 256, 512)),
     "resnet34": (torchvision.models.resnet34, torchvision.models.ResNet34_Weights.IMAGENET1K_V1, (128, 256, 512)),
@@ -28,14 +31,14 @@ _RESNETS = {
 }
 
 
-def _norm_layer(norm: str):
+def _norm_layer(norm: Norm):
     if norm == "frozen_bn":
         return FrozenBatchNorm2d
     if norm == "bn":
         return nn.BatchNorm2d
     if norm == "gn":
         return partial(nn.GroupNorm, 32)
-    raise ValueError(f"unknown norm {norm!r}")
+    raise ValueError(f"unknown norm {norm!r}; expected one of {list(get_args(Norm))}")
 
 
 def freeze_batchnorm(module: nn.Module) -> nn.Module:
@@ -63,7 +66,7 @@ class ResNetBackbone(nn.Module):
     def __init__(self, name: str = "resnet50", norm: str = "frozen_bn", freeze_at: int = 2, pretrained: bool | str = False):
         super().__init__()
         if name not in _RESNETS:
-            raise ValueError(f"unknown backbone {name!r}; choose from {sorted(_RESNETS)}")
+            raise ValueError(f"unknown backbone {name!r}; expected one of {list(get_args(Backbone))}")
         ctor, weights, channels = _RESNETS[name]
         net = ctor(weights=None, norm_layer=_norm_layer(norm))
         self.conv1, self.bn1, self.relu, self.maxpool = net.conv1, net.bn1, net.relu, net.maxpool

@@ -2,32 +2,67 @@
 
 `build_model(cfg)` (retinanet/model/build.py) is the only place that reads it; every component
 below takes plain arguments. Section numbers refer to Lin et al., "Focal Loss for Dense Object
-Detection" (ICCV 2017); see shared SPEC §2.
+Detection" (ICCV 2017).
+
+The `Literal` aliases below are the one declaration of each set of choices: the components check
+their arguments against them (`typing.get_args(ClsLoss)`), `validate()` checks a ModelConfig
+against them, and `retinanet.config` checks YAML files and overrides against them. This module
+imports nothing beyond the standard library, so the components pay nothing for these names.
 """
 
 from __future__ import annotations
 
 import math
+import types
 from dataclasses import dataclass, fields, replace
-from typing import Optional
+from functools import cache
+from typing import Any, Literal, Optional, Union, get_args, get_origin, get_type_hints
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 
-BACKBONES = ("resnet18", "resnet34", "resnet50", "resnet101", "resnext101_32x8d")
-NORMS = ("frozen_bn", "bn", "gn")
-CLS_LOSSES = ("focal", "ce", "fl_star", "ohem")
-BOX_LOSSES = ("smooth_l1", "l1")
-NORMALIZERS = ("batch", "image")
-ANCHOR_STYLES = ("exact", "torchvision")
-P6_SOURCES = ("c5", "p5")
+Backbone = Literal["resnet18", "resnet34", "resnet50", "resnet101", "resnext101_32x8d"]
+Norm = Literal["frozen_bn", "bn", "gn"]  # of the backbone
+HeadNorm = Literal["gn"]  # of the subnets; None (the paper) is no normalization
+P6Source = Literal["c5", "p5"]
+AnchorStyle = Literal["exact", "torchvision"]
+ClsLoss = Literal["focal", "ce", "fl_star", "ohem"]
+BoxLoss = Literal["smooth_l1", "l1"]
+LossNormalizer = Literal["batch", "image"]
+
+
+def literal_choices(tp: Any) -> tuple | None:
+    """The allowed values of a `Literal[...]` or `Optional[Literal[...]]` type, else None."""
+    if get_origin(tp) is Literal:
+        return get_args(tp)
+    if get_origin(tp) in (Union, types.UnionType):
+        members = [a for a in get_args(tp) if a is not type(None)]
+        if len(members) == 1 and get_origin(members[0]) is Literal:
+            return (*get_args(members[0]), None)
+    return None
+
+
+@cache
+def _choice_fields(cls: type) -> tuple[tuple[str, tuple], ...]:
+    # get_type_hints resolves the string annotations of `from __future__ import annotations`.
+    hints = get_type_hints(cls)
+    return tuple((f.name, c) for f in fields(cls) if (c := literal_choices(hints[f.name])) is not None)
+
+
+def check_choices(obj: Any, prefix: str, error: type[Exception] = ValueError) -> None:
+    """Raise `error` naming the first Literal-typed field of dataclass `obj` whose value is not
+    one of its choices. `True == 1`, so the types are compared too."""
+    for name, allowed in _choice_fields(type(obj)):
+        value = getattr(obj, name)
+        if not any(value == a and type(value) is type(a) for a in allowed):
+            raise error(f"{prefix}.{name}={value!r}: expected one of {list(allowed)}")
 
 
 @dataclass
 class ModelConfig:
     # --- backbone (§4: ResNet / ResNeXt, ImageNet-pretrained) ---
-    backbone: str = "resnet50"
-    norm: str = "frozen_bn"  # frozen_bn | bn (trainable) | gn (GroupNorm, 32 groups)
+    backbone: Backbone = "resnet50"
+    norm: Norm = "frozen_bn"  # frozen_bn | bn (trainable) | gn (GroupNorm, 32 groups)
     # Stages frozen from the input on: 0 none, 1 stem, 2 stem + res2 (Detectron's FREEZE_AT=2 and
     # torchvision's trainable_layers=3 both freeze stem + res2), ... up to 5 (all).
     freeze_at: int = 2
@@ -37,12 +72,12 @@ class ModelConfig:
 
     # --- FPN (§4: P3-P7, C = 256) ---
     fpn_channels: int = 256
-    p6_from: str = "c5"  # the paper: P6 from C5; torchvision v1: from P5
+    p6_from: P6Source = "c5"  # the paper: P6 from C5; torchvision v1: from P5
 
     # --- heads (§4) ---
     num_classes: int = 80
     head_convs: int = 4
-    head_norm: Optional[str] = None  # None (paper) or "gn"
+    head_norm: Optional[HeadNorm] = None  # None (paper) or "gn"
     prior_prob: float = 0.01  # π, §3.3: last cls bias = -log((1-π)/π)
 
     # --- anchors (§4: 32^2..512^2 on P3-P7, 3 scales x 3 ratios) ---
@@ -54,7 +89,7 @@ class ModelConfig:
     anchor_offset: float = 0.5
     # "exact": sizes 2^(k/#sc) and strides 2^l. "torchvision": its integer sizes (32, 40, 50),
     # rounded base anchors and strides = padded image size // feature size (weight compatibility).
-    anchor_style: str = "exact"
+    anchor_style: AnchorStyle = "exact"
 
     # --- assignment (§4) ---
     fg_iou_thresh: float = 0.5
@@ -66,7 +101,7 @@ class ModelConfig:
     bbox_xform_clip: float = math.log(1000.0 / 16)
 
     # --- losses (§3, §4) ---
-    cls_loss: str = "focal"  # focal | ce (α-balanced CE when focal_alpha is set) | fl_star | ohem
+    cls_loss: ClsLoss = "focal"  # focal | ce (α-balanced CE when focal_alpha is set) | fl_star | ohem
     focal_alpha: Optional[float] = 0.25
     focal_gamma: float = 2.0
     fl_star_gamma: float = 2.0  # appendix A
@@ -76,11 +111,11 @@ class ModelConfig:
     ohem_batch_size: int = 128
     ohem_nms_thresh: float = 0.7
     ohem_pos_fraction: Optional[float] = None
-    box_loss: str = "smooth_l1"  # smooth_l1 | l1
+    box_loss: BoxLoss = "smooth_l1"  # smooth_l1 | l1
     smooth_l1_beta: float = 0.11  # Detectron's RetinaNet setting
     # "batch": both losses summed over the batch and divided by the number of foreground anchors
     # in it (the paper). "image": per image, then the mean over images (torchvision).
-    loss_normalizer: str = "batch"
+    loss_normalizer: LossNormalizer = "batch"
 
     # --- input (§4: the image scale is the shorter side) ---
     min_size: int = 800
@@ -102,18 +137,7 @@ class ModelConfig:
         self.validate()
 
     def validate(self) -> None:
-        def choice(name: str, value, allowed) -> None:
-            if value not in allowed:
-                raise ValueError(f"model.{name}={value!r}: expected one of {allowed}")
-
-        choice("backbone", self.backbone, BACKBONES)
-        choice("norm", self.norm, NORMS)
-        choice("p6_from", self.p6_from, P6_SOURCES)
-        choice("head_norm", self.head_norm, (None, "gn"))
-        choice("cls_loss", self.cls_loss, CLS_LOSSES)
-        choice("box_loss", self.box_loss, BOX_LOSSES)
-        choice("loss_normalizer", self.loss_normalizer, NORMALIZERS)
-        choice("anchor_style", self.anchor_style, ANCHOR_STYLES)
+        check_choices(self, "model")
         if not 0 <= self.freeze_at <= 5:
             raise ValueError(f"model.freeze_at={self.freeze_at}: expected 0..5")
         if self.num_classes < 1:

@@ -4,6 +4,8 @@ foreground anchors. Batched over images: no per-image Python loop."""
 
 from __future__ import annotations
 
+from typing import get_args
+
 import torch
 import torch.distributed as dist
 from torch import Tensor
@@ -11,6 +13,7 @@ from torch import Tensor
 from . import losses
 from . import ohem
 from .assignment import IGNORE, BoxCoder, Matcher, pad_targets
+from .config import BoxLoss, ClsLoss, LossNormalizer
 
 
 class RetinaNetCriterion:
@@ -34,24 +37,24 @@ class RetinaNetCriterion:
         self,
         matcher: Matcher,
         box_coder: BoxCoder,
-        cls_loss: str = "focal",
+        cls_loss: ClsLoss = "focal",
         alpha: float | None = 0.25,
         gamma: float = 2.0,
         fl_star_gamma: float = 2.0,
         fl_star_beta: float = 1.0,
-        box_loss: str = "smooth_l1",
+        box_loss: BoxLoss = "smooth_l1",
         smooth_l1_beta: float = 0.11,
-        normalizer: str = "batch",
+        normalizer: LossNormalizer = "batch",
         ohem_batch_size: int = 128,
         ohem_nms_thresh: float = 0.7,
         ohem_pos_fraction: float | None = None,
     ):
-        if cls_loss not in ("focal", "ce", "fl_star", "ohem"):
-            raise ValueError(f"cls_loss={cls_loss!r}")
-        if box_loss not in ("smooth_l1", "l1"):
-            raise ValueError(f"box_loss={box_loss!r}")
-        if normalizer not in ("batch", "image"):
-            raise ValueError(f"normalizer={normalizer!r}")
+        if cls_loss not in get_args(ClsLoss):
+            raise ValueError(f"cls_loss={cls_loss!r}: expected one of {list(get_args(ClsLoss))}")
+        if box_loss not in get_args(BoxLoss):
+            raise ValueError(f"box_loss={box_loss!r}: expected one of {list(get_args(BoxLoss))}")
+        if normalizer not in get_args(LossNormalizer):
+            raise ValueError(f"normalizer={normalizer!r}: expected one of {list(get_args(LossNormalizer))}")
         self.matcher = matcher
         self.box_coder = box_coder
         self.cls_loss = cls_loss

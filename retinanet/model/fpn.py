@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+from typing import get_args
+
 import torch.nn.functional as F
 from torch import Tensor, nn
+
+from .config import P6Source
 
 
 def _xavier_conv(in_ch: int, out_ch: int, kernel: int, stride: int = 1) -> nn.Conv2d:
@@ -23,10 +27,10 @@ class FPN(nn.Module):
     P7: ReLU then a 3x3 stride-2 conv on P6. No P2: too many anchors for too little gain (§4).
     """
 
-    def __init__(self, in_channels: tuple[int, int, int], channels: int = 256, p6_from: str = "c5"):
+    def __init__(self, in_channels: tuple[int, int, int], channels: int = 256, p6_from: P6Source = "c5"):
         super().__init__()
-        if p6_from not in ("c5", "p5"):
-            raise ValueError(f"p6_from={p6_from!r}: expected 'c5' or 'p5'")
+        if p6_from not in get_args(P6Source):
+            raise ValueError(f"p6_from={p6_from!r}: expected one of {list(get_args(P6Source))}")
         self.p6_from = p6_from
         self.lateral = nn.ModuleList(_xavier_conv(c, channels, 1) for c in in_channels)
         self.output = nn.ModuleList(_xavier_conv(channels, channels, 3) for _ in in_channels)

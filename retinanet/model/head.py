@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import math
+from typing import get_args
 
 import torch
 from torch import Tensor, nn
+
+from .config import HeadNorm
 
 
 def _subnet(channels: int, num_convs: int, norm: str | None) -> nn.Sequential:
@@ -30,6 +33,8 @@ class RetinaNetHead(nn.Module):
 
     def __init__(self, channels: int, num_anchors: int, num_classes: int, num_convs: int = 4, norm: str | None = None, prior_prob: float = 0.01):
         super().__init__()
+        if norm is not None and norm not in get_args(HeadNorm):
+            raise ValueError(f"head norm {norm!r}: expected None or one of {list(get_args(HeadNorm))}")
         self.num_classes = num_classes
         self.num_anchors = num_anchors
         self.cls_subnet = _subnet(channels, num_convs, norm)

@@ -21,7 +21,6 @@ import logging
 import math
 import shutil
 import statistics
-import subprocess
 import time
 from pathlib import Path
 from typing import Any, Optional, Sequence
@@ -30,13 +29,16 @@ import torch
 import yaml
 
 from ..config import Config, ConfigError, apply_overrides, config_to_dict, load_config, parse_overrides
+from ..utils.io import atomic_write
+from ..utils.machine import device_name, git_commit
+from ..utils.paths import project_path
 
 log = logging.getLogger(__name__)
 
-REPO = Path(__file__).resolve().parents[2]
-TABLES_DIR = REPO / "experiments" / "tables"
-RESULTS_DIR = REPO / "experiments" / "results"
-RUNS_DIR = REPO / "experiments" / "runs"
+# experiments/ of the source checkout (or of the current folder when installed elsewhere).
+TABLES_DIR = project_path("experiments/tables")
+RESULTS_DIR = project_path("experiments/results")
+RUNS_DIR = project_path("experiments/runs")
 TABLES = ("alpha", "gamma", "anchors", "ohem", "speed")
 SCALES = ("mini", "paper")
 METRICS = ("AP", "AP50", "AP75", "APs", "APm", "APl")
@@ -46,7 +48,7 @@ METRICS = ("AP", "AP50", "AP75", "APs", "APm", "APl")
 class Row:
     name: str
     overrides: dict[str, list[str]]  # per scale ("all" applies to both)
-    paper: dict[str, float]  # the paper's numbers for this row (SPEC §3)
+    paper: dict[str, float]  # the paper's numbers for this row (its Table 1 cell)
     seeds: dict[str, int]  # runs per scale (different cfg.seed), default 1
     scales: tuple[str, ...] = SCALES  # the scales this row exists at (Table 1(e) has its own grid per scale)
 
@@ -66,6 +68,8 @@ class Table:
     # all rows are done (Table 1(a): the best α-balanced CE row is only known after the fact).
     repeat_best: Optional[dict[str, Any]] = None
     notes: str = ""
+    # Time every row's inference after all rows trained (Table 1(e)'s "time" column).
+    timed: bool = False
 
     def row(self, name: str) -> Row:
         for r in self.rows:
@@ -91,7 +95,7 @@ def load_table(name: str, tables_dir: Path = TABLES_DIR) -> Table:
         known = sorted(p.stem for p in Path(tables_dir).glob("*.yaml"))
         raise ConfigError(f"no experiment table {name!r} ({path} not found); tables: {known}")
     data = yaml.safe_load(path.read_text())
-    allowed = {"title", "metrics", "base", "common", "rows", "repeat_best", "notes"}
+    allowed = {"title", "metrics", "base", "common", "rows", "repeat_best", "notes", "timed"}
     unknown = set(data) - allowed
     if unknown:
         raise ConfigError(f"{path}: unknown key(s) {sorted(unknown)}; allowed: {sorted(allowed)}")
@@ -111,7 +115,7 @@ def load_table(name: str, tables_dir: Path = TABLES_DIR) -> Table:
         raise ConfigError(f"{path}: duplicate row names in {names}")
     common = _per_scale(data.get("common", []), f"{path}: common")
     return Table(name, data["title"], list(data.get("metrics", ["AP", "AP50", "AP75"])), dict(data["base"]),
-                 common, rows, data.get("repeat_best"), data.get("notes", ""))  # fmt: skip
+                 common, rows, data.get("repeat_best"), data.get("notes", ""), bool(data.get("timed", False)))
 
 
 def row_config(table: Table, row: Row, scale: str, seed: int = 0, extra: Sequence[str] = ()) -> Config:
@@ -123,7 +127,7 @@ def row_config(table: Table, row: Row, scale: str, seed: int = 0, extra: Sequenc
     if base is None:
         raise ConfigError(f"table {table.name} has no base config for scale {scale!r}")
     overrides = list(table.common.get("all", [])) + list(table.common.get(scale, [])) + row.overrides_for(scale)
-    cfg = load_config(REPO / base, overrides)
+    cfg = load_config(project_path(base), overrides)
     cfg = apply_overrides(cfg, list(extra))
     return dataclasses.replace(cfg, seed=cfg.seed + seed)
 
@@ -141,16 +145,6 @@ def config_hash(cfg: Config) -> str:
     tree.get("data", {}).pop("num_workers", None)
     blob = json.dumps(tree, sort_keys=True, separators=(",", ":"))
     return hashlib.sha256(blob.encode()).hexdigest()[:12]
-
-
-def git_commit() -> str:
-    """The commit of the code that ran (with "+dirty" when the tree has changes), or "unknown"."""
-    try:
-        sha = subprocess.run(["git", "rev-parse", "--short=10", "HEAD"], cwd=REPO, capture_output=True, text=True, check=True).stdout.strip()
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=REPO, capture_output=True, text=True).stdout.strip()
-        return sha + ("+dirty" if dirty else "")
-    except (OSError, subprocess.CalledProcessError):
-        return "unknown"
 
 
 def measure_inference_ms(model: torch.nn.Module, dataset, device: torch.device, num_images: int = 50, warmup: int = 5) -> float:
@@ -174,7 +168,7 @@ def measure_inference_ms(model: torch.nn.Module, dataset, device: torch.device, 
 
 def run_one(cfg: Config, run_dir: Path) -> dict:
     """Train and evaluate one config in run_dir (resuming a partial run); cached in result.json."""
-    from ..engine.trainer import NonFiniteLossError, is_main, train
+    from ..engine import NonFiniteLossError, is_main, train
 
     result_path = run_dir / "result.json"
     if result_path.is_file():
@@ -203,10 +197,7 @@ def run_one(cfg: Config, run_dir: Path) -> dict:
 
 
 def _write_result(run_dir: Path, result: dict) -> None:
-    result_path = run_dir / "result.json"
-    tmp = result_path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(result, indent=1))
-    tmp.replace(result_path)
+    atomic_write(run_dir / "result.json", json.dumps(result, indent=1))
 
 
 def time_run(cfg: Config, run_dir: Path, result: dict, retime: bool = False) -> dict:
@@ -214,8 +205,9 @@ def time_run(cfg: Config, run_dir: Path, result: dict, retime: bool = False) -> 
     1(e)'s "time"), unless it is there already (retime: measure again). A table's rows are timed
     one after the other, after all of them trained, so their times share the machine's state
     (and other jobs that slowed the training do not reach the timing when they have ended)."""
-    from ..engine.trainer import build_datasets, is_main, load_checkpoint, resolve_device
-    from ..model.build import build_model
+    from ..data.build import build_datasets
+    from ..engine import is_main, resolve_device
+    from ..weights.loader import load_model
 
     if not is_main() or result.get("diverged") or ("ms_per_image" in result and not retime):
         return result
@@ -223,12 +215,10 @@ def time_run(cfg: Config, run_dir: Path, result: dict, retime: bool = False) -> 
     if not weights.is_file():
         raise ConfigError(f"{weights}: missing, so this run cannot be timed; delete {run_dir / 'result.json'} to train it again")
     device = resolve_device(cfg.train.device)
-    ckpt = load_checkpoint(weights)
-    model = build_model(cfg.model.replace(num_classes=len(ckpt["class_names"]), pretrained_backbone=False)).to(device)
-    model.load_state_dict(ckpt["model"])
+    model = load_model(str(weights)).model.to(device)
     _, val_ds = build_datasets(cfg, train=False)
     result = dict(result, ms_per_image=round(measure_inference_ms(model, val_ds, device), 2), timed_commit=git_commit(),
-                  device=torch.cuda.get_device_name(device) if device.type == "cuda" else _cpu_name())  # fmt: skip
+                  device=device_name(device))
     _write_result(run_dir, result)
     return result
 
@@ -245,7 +235,7 @@ def find_in_other_table(runs_dir: Path, scale: str, run_dir: Path) -> Optional[P
 def reuse_run(src: Path, run_dir: Path) -> dict:
     """The result of the finished run in `src`, copied with its weights into run_dir (by the
     main process), so each table's folder holds all of its runs."""
-    from ..engine.trainer import is_main
+    from ..engine import is_main
 
     result = json.loads((src / "result.json").read_text())
     for k in ("ms_per_image", "device", "timed_commit"):  # a time belongs to the table that measured it
@@ -257,18 +247,6 @@ def reuse_run(src: Path, run_dir: Path) -> dict:
             shutil.copy2(src / "model_final.pth", run_dir / "model_final.pth")
         _write_result(run_dir, result)
     return result
-
-
-def _cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return f"{line.split(':', 1)[1].strip()} ({torch.get_num_threads()} threads)"
-    except OSError:
-        pass
-    import platform
-
-    return f"{platform.processor() or platform.machine()} ({torch.get_num_threads()} threads)"
 
 
 def plan(table: Table, scale: str, extra: Sequence[str] = ()) -> list[tuple[Row, int, Config]]:
@@ -299,7 +277,6 @@ def run_table(name: str, scale: str, extra: Sequence[str] = (), runs_dir: Path =
     """Run (or resume) every row of a table and write results_dir/<name>_<scale>.{md,json}.
     retime: measure the inference times of a timing table (speed) again, e.g. on a quiet machine."""
     table = load_table(name, tables_dir)
-    timing = name == "speed"
     parse_overrides(list(extra))  # malformed overrides fail before any training
     runs = plan(table, scale, extra)
     results: dict[str, list[dict]] = {}
@@ -317,7 +294,7 @@ def run_table(name: str, scale: str, extra: Sequence[str] = (), runs_dir: Path =
     if dry_run:
         return {"table": name, "scale": scale, "runs": len(runs)}
     for row, cfg, run_dir, result in done:
-        if timing:
+        if table.timed:
             result = time_run(cfg, run_dir, result, retime)
         results.setdefault(row.name, []).append({**result, "hash": run_dir.name})
 
@@ -342,8 +319,8 @@ def run_table(name: str, scale: str, extra: Sequence[str] = (), runs_dir: Path =
     }  # fmt: skip
     results_dir = Path(results_dir)
     results_dir.mkdir(parents=True, exist_ok=True)
-    (results_dir / f"{name}_{scale}.json").write_text(json.dumps(report, indent=1))
-    (results_dir / f"{name}_{scale}.md").write_text(format_report(report))
+    atomic_write(results_dir / f"{name}_{scale}.json", json.dumps(report, indent=1))
+    atomic_write(results_dir / f"{name}_{scale}.md", format_report(report))
     print(format_report(report))
     return report
 

@@ -1,4 +1,8 @@
-"""Published weights: fetched once into torch's hub cache, always loaded without executing code."""
+"""Weights files: fetched once into torch's hub cache, always read without executing code.
+
+`read_weights_file` is the one place the library calls `torch.load`: with `weights_only=True`,
+so a checkpoint can hold tensors and plain containers, never code.
+"""
 
 from __future__ import annotations
 
@@ -17,33 +21,50 @@ def cached_path(url: str) -> str:
     return os.path.join(torch.hub.get_dir(), "checkpoints", os.path.basename(urlparse(url).path))
 
 
-def load_url_state_dict(source: str) -> dict:
-    """A state dict from a local file or a URL (downloaded into the cache on first use).
+def local_file(source: str) -> str:
+    """The local path of `source`: a path as it is, or a URL's file in the hub cache, downloaded
+    on first use (a temporary file renamed into place, so an interrupted download leaves none)."""
+    if "://" not in source:
+        return source
+    path = cached_path(source)
+    if not os.path.exists(path):
+        log.info("downloading %s to %s", source, path)
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        try:
+            torch.hub.download_url_to_file(source, path, progress=True)
+        except Exception as e:  # no network, proxy, HTTP error
+            raise RuntimeError(
+                f"could not download {source} ({e}); without internet, put the file at {path} "
+                "or pass a local path instead"
+            ) from e
+    return path
 
-    Loaded with `weights_only=True`: a checkpoint can hold tensors, never code.
-    """
-    if "://" in source:
-        path = cached_path(source)
-        if not os.path.exists(path):
-            log.info("downloading %s to %s", source, path)
-            os.makedirs(os.path.dirname(path), exist_ok=True)
-            try:
-                torch.hub.download_url_to_file(source, path, progress=True)  # writes a temp file, then renames
-            except Exception as e:  # no network, proxy, HTTP error
-                raise RuntimeError(
-                    f"could not download {source} ({e}); without internet, put the file at {path} "
-                    "or pass a local path instead"
-                ) from e
-    else:
-        path = source
+
+def read_weights_file(path: str | os.PathLike, what: str = "weights file"):
+    """The object saved in `path` (`torch.load(..., weights_only=True)` on the CPU).
+
+    FileNotFoundError naming the file when it is missing; ValueError naming it when it is not a
+    readable PyTorch file (truncated, corrupt, or holding objects other than tensors)."""
     if not os.path.isfile(path):
-        raise FileNotFoundError(f"weights file not found: {path}")
+        raise FileNotFoundError(f"{what} not found: {path}")
     try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
+        return torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:
-        raise ValueError(f"{path}: not a readable PyTorch weights file ({type(e).__name__}: {e})") from e
+        raise ValueError(
+            f"{path}: not a readable {what}, possibly truncated or corrupt ({type(e).__name__}: {e})"
+        ) from e
+
+
+def load_url_state_dict(source: str) -> dict:
+    """A state dict from a local file or a URL (downloaded into the cache on first use). A
+    training checkpoint's "model" entry is taken (ours and detectron2's)."""
+    path = local_file(source)
+    state = read_weights_file(path)
     if isinstance(state, dict) and "model" in state and isinstance(state["model"], dict):
-        state = state["model"]  # a training checkpoint of ours or detectron2-style
+        state = state["model"]
     if not isinstance(state, dict):
         raise ValueError(f"{path}: expected a state dict, found {type(state).__name__}")
     return state
+
+
+__all__ = ["cached_path", "load_url_state_dict", "local_file", "read_weights_file"]

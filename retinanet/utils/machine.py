@@ -11,9 +11,8 @@ from pathlib import Path
 
 import torch
 
-# The source checkout the package runs from (an editable install), if any: where `git` reads
-# the commit. Outside a checkout git_commit() says "unknown".
-SOURCE_ROOT = Path(__file__).resolve().parents[2]
+from .paths import SOURCE_ROOT
+
 
 
 @cache
@@ -52,4 +51,4 @@ def git_commit(root: str | Path = SOURCE_ROOT) -> str:
         return "unknown"
 
 
-__all__ = ["SOURCE_ROOT", "cpu_name", "cpuinfo", "device_name", "git_commit"]
+__all__ = ["cpu_name", "cpuinfo", "device_name", "git_commit"]

@@ -13,7 +13,7 @@ import re
 from torch import Tensor
 
 from ..model.build import build_model
-from ..model.config import torchvision_v1_config
+from ..model.config import ModelConfig, torchvision_v1_config
 from ..model.retinanet import RetinaNet
 
 # torchvision key pattern -> ours. Backbone trunk names are shared (conv1, bn1, layer1-4).
@@ -49,14 +49,24 @@ def convert_torchvision_state_dict(state_dict: dict[str, Tensor]) -> dict[str, T
     return out
 
 
+def is_torchvision_state_dict(state_dict: dict) -> bool:
+    """True for the key layout of torchvision's RetinaNet ("backbone.body.*", "head.*_head.*")."""
+    return any(isinstance(k, str) and k.startswith("backbone.body.") for k in state_dict)
+
+
+def torchvision_model_config(state_dict: dict[str, Tensor], **overrides) -> ModelConfig:
+    """torchvision's `retinanet_resnet50_fpn` configuration, the number of classes read from the
+    weights (9 anchors per location), with ModelConfig field overrides."""
+    num_classes = state_dict["head.classification_head.cls_logits.weight"].shape[0] // 9
+    return torchvision_v1_config(**{"num_classes": num_classes, **overrides})
+
+
 def from_torchvision(state_dict: dict[str, Tensor], **overrides) -> RetinaNet:
     """A model configured like torchvision's `retinanet_resnet50_fpn` holding `state_dict`.
 
     overrides: any ModelConfig field, typically score_thresh, nms_thresh, topk_candidates,
     detections_per_img. The number of classes is read from the weights.
     """
-    num_classes = state_dict["head.classification_head.cls_logits.weight"].shape[0] // 9
-    cfg = torchvision_v1_config(**{"num_classes": num_classes, **overrides})
-    model = build_model(cfg)
+    model = build_model(torchvision_model_config(state_dict, **overrides))
     model.load_state_dict(convert_torchvision_state_dict(state_dict), strict=True)
     return model

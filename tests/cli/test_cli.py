@@ -10,7 +10,7 @@ import pytest
 import torch
 from PIL import Image
 
-from retinanet import cli
+from retinanet.cli import common
 from retinanet.cli import main
 from retinanet.config import Config, config_to_dict, load_config
 from retinanet.model.build import build_model
@@ -97,12 +97,12 @@ def test_missing_config_file_exits_2(tmp_path, capsys):
 
 
 def test_synth_config_is_the_yaml_and_missing_configs_are_a_clear_error(monkeypatch):
-    from_yaml, source = cli.synth_config(["train.max_iter=700"])
+    from_yaml, source = common.synth_config(["train.max_iter=700"])
     assert source.endswith("retinanet_r18_synth.yaml")
     assert from_yaml == load_config(REPO / "configs/synth/retinanet_r18_synth.yaml", ["train.max_iter=700"])
-    monkeypatch.setattr(cli, "SYNTH_CONFIG", REPO / "no-such-dir" / "x.yaml")  # as installed without configs/
-    with pytest.raises(cli.CliError, match="x.yaml not found"):
-        cli.synth_config([])
+    monkeypatch.setattr(common, "SYNTH_CONFIG", REPO / "no-such-dir" / "x.yaml")  # as installed without configs/
+    with pytest.raises(common.CliError, match="x.yaml not found"):
+        common.synth_config([])
 
 
 # ------------------------------------------------------------------ data
@@ -150,23 +150,28 @@ def test_predict_writes_pictures_and_json(tmp_path, capsys):
 
 
 def test_predict_torchvision_coco_names_classes_by_coco_category(tmp_path, monkeypatch):
-    # No download: a tiny stand-in with torchvision's 91 outputs (labels are COCO category ids).
-    import retinanet.weights.zoo
+    # No download: torchvision's COCO model with random weights stands in for the published
+    # file (91 outputs; the labels are COCO category ids).
+    import torchvision
+
+    import retinanet.weights.loader
+    from retinanet.weights.zoo import TORCHVISION_COCO_URL, coco_category_names
 
     calls = []
+    torch.manual_seed(0)
+    tv = torchvision.models.detection.retinanet_resnet50_fpn(weights=None, weights_backbone=None, num_classes=91)
 
-    def fake_get_model(name, weights=None, **kw):
-        calls.append((name, weights))
-        torch.manual_seed(0)
-        return build_model(_tiny_model_cfg(91))
+    def fake_load_url_state_dict(url):
+        calls.append(url)
+        return tv.state_dict()
 
-    monkeypatch.setattr(retinanet.weights.zoo, "get_model", fake_get_model)
+    monkeypatch.setattr(retinanet.weights.loader, "load_url_state_dict", fake_load_url_state_dict)
     Image.new("RGB", (90, 70), (20, 120, 200)).save(tmp_path / "street.jpg")
     out = tmp_path / "pred"
     argv = ["predict", "--weights", "torchvision-coco", str(tmp_path / "street.jpg"), "--out", str(out), "--score-thresh", "0"]
     assert main(argv) == 0
-    assert calls == [("retinanet_r50_fpn", "torchvision-coco")]
-    coco = cli._coco_category_names()
+    assert calls == [TORCHVISION_COCO_URL]
+    coco = coco_category_names()
     assert coco[1] == "person"
     dets = json.loads((out / "street.json").read_text())["detections"]
     assert dets and all(d["class_name"] == coco[d["label"]] for d in dets)

@@ -12,7 +12,7 @@ import torch
 
 from retinanet.config import load_config
 from retinanet.data.synth import generate_synthetic
-from retinanet.engine.trainer import NonFiniteLossError, atomic_save, load_checkpoint, lr_factor, train
+from retinanet.engine import NonFiniteLossError, atomic_save, load_checkpoint, lr_factor, train
 
 TINY = [
     "model.backbone=resnet18", "model.norm=frozen_bn", "model.freeze_at=1", "model.head_norm=gn",
@@ -100,7 +100,7 @@ RUNNER = textwrap.dedent(
     """
     import sys
     from retinanet.config import load_config
-    from retinanet.engine.trainer import train
+    from retinanet.engine import train
     overrides = sys.argv[2:]
     train(load_config(None, overrides), resume=sys.argv[1] == "resume")
     """
@@ -139,7 +139,7 @@ DDP_WORKER = textwrap.dedent(
     """
     import os, sys, torch
     from retinanet.config import load_config
-    from retinanet.engine.trainer import train
+    from retinanet.engine import train
     out = sys.argv[1]
     steps = []
     def record(it, model):

@@ -134,15 +134,15 @@ def test_run_table_caches_rows_and_writes_reports(tmp_path, monkeypatch):
              "repeat_best": {"prefix": "α=", "seeds": {"mini": 2}}}  # fmt: skip
     (tables / "tiny.yaml").write_text(yaml.safe_dump(table, allow_unicode=True))
     trained = []
-    import retinanet.engine.trainer
+    import retinanet.engine
 
-    real_train = retinanet.engine.trainer.train
+    real_train = retinanet.engine.train
 
     def counting_train(cfg, **kw):
         trained.append(ex.config_hash(cfg))
         return real_train(cfg, **kw)
 
-    monkeypatch.setattr("retinanet.engine.trainer.train", counting_train)
+    monkeypatch.setattr("retinanet.engine.train", counting_train)
     kw = dict(runs_dir=tmp_path / "runs", results_dir=tmp_path / "results", tables_dir=tables)
     report = ex.run_table("tiny", "mini", **kw)
     assert len(trained) == 3  # two rows, and a second seed for the better one
@@ -172,7 +172,7 @@ def test_run_table_caches_rows_and_writes_reports(tmp_path, monkeypatch):
 
     # Another table holding the same config reuses the run (result and weights) instead of training
     # it; a timing table (speed) times its rows after training them, and --retime times them again.
-    speed = dict(table, title="tiny speed", rows=[table["rows"][1], {"name": "α=.5", "overrides": ["model.focal_alpha=0.5"]}])
+    speed = dict(table, title="tiny speed", timed=True, rows=[table["rows"][1], {"name": "α=.5", "overrides": ["model.focal_alpha=0.5"]}])
     del speed["repeat_best"]
     (tables / "speed.yaml").write_text(yaml.safe_dump(speed, allow_unicode=True))
     rep = ex.run_table("speed", "mini", **kw)

@@ -1,4 +1,4 @@
-"""Figures 1, 2 and 4: the curves' values and the files."""
+"""Figures 1 and 2: the curves' values and the files (Fig. 4: tests/diagnostics/test_loss_cdf.py)."""
 
 import json
 
@@ -7,11 +7,10 @@ import pytest
 import torch
 
 from retinanet.tools import figures
-from retinanet.data.synth import generate_synthetic
 
 
 def test_fig1_curve_values_are_the_spec_worked_example():
-    # SPEC §1, natural logs: CE(0.11) = 2.2072749, FL(0.11) = 1.7483825, CE(0.89) = 0.1165338, FL(0.89) = 0.0014101
+    # §3 of the paper, natural logs: CE(0.11) = 2.2072749, FL(0.11) = 1.7483825, CE(0.89) = 0.1165338, FL(0.89) = 0.0014101
     pt = np.array([0.11, 0.89])
     np.testing.assert_allclose(figures.focal_loss_of_pt(pt, 0.0), [2.2072749, 0.1165338], rtol=1e-6)
     np.testing.assert_allclose(figures.focal_loss_of_pt(pt, 2.0), [1.7483825, 0.0014101], rtol=1e-4)
@@ -20,37 +19,6 @@ def test_fig1_curve_values_are_the_spec_worked_example():
 def test_fig1_png(tmp_path):
     out = figures.plot_fig1(tmp_path / "fig1.png")
     assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and out.stat().st_size > 10_000
-
-
-def test_loss_cdf_concentrates_on_hard_negatives_as_gamma_grows():
-    # 99% easy negatives (p_t = .99), 1% hard ones (p_t = .3).
-    pt = np.concatenate([np.full(9900, 0.99), np.full(100, 0.3)])
-    frac, cdf = figures.normalized_loss_cdf(pt, 2.0)
-    assert np.all(np.diff(cdf) >= -1e-12) and cdf[-1] == pytest.approx(1.0) and frac[-1] == 1.0
-    # Share of the loss in the hardest 1%: CE 100·1.204 / (100·1.204 + 9900·0.01005) = 0.548;
-    # FL γ=2: 100·0.590 / (100·0.590 + 9900·1.005e-6) = 0.99983.
-    ce = figures._top_share(pt, 0.0, 0.01)
-    fl = figures._top_share(pt, 2.0, 0.01)
-    assert ce == pytest.approx(100 * -np.log(0.3) / (100 * -np.log(0.3) + 9900 * -np.log(0.99)), rel=1e-9)
-    assert ce == pytest.approx(0.548, abs=1e-3) and fl == pytest.approx(0.99983, abs=1e-4)
-
-
-def test_fig4_from_a_model(tmp_path):
-    from retinanet.data.coco import CocoDetection
-    from retinanet.weights.zoo import get_model
-
-    root = generate_synthetic(tmp_path / "synth", seed=2, num_train=1, num_val=3, image_size=128)
-    ds = CocoDetection(root / "val", root / "annotations" / "instances_val.json")
-    torch.manual_seed(0)
-    model = get_model("retinanet_r18_fpn", num_classes=6, fpn_channels=32, head_convs=1, min_size=128, max_size=128, size_divisor=32)
-    pos, neg = figures.collect_pt(model, ds, torch.device("cpu"))
-    # Every class output of a fresh model sits at the prior π = 0.01 (§3.3): p_t ≈ .01 for
-    # positives, ≈ .99 for negatives; 6 outputs per background anchor.
-    assert len(pos) > 0 and len(neg) % 6 == 0 and len(neg) > 100 * len(pos)
-    assert abs(pos.mean() - 0.01) < 0.005 and abs(neg.mean() - 0.99) < 0.005
-    out, summary = figures.plot_fig4(pos, neg, tmp_path / "fig4.png")
-    assert out.stat().st_size > 10_000
-    assert set(summary) == {"0", "0.5", "1", "2"}
 
 
 def test_fig2_from_a_speed_report(tmp_path):

@@ -1,9 +1,9 @@
-"""COCO-style evaluation of detections: AP, AP50, AP75, AP_S/M/L (SPEC §2, "Metrics").
+"""COCO-style evaluation of detections: AP, AP50, AP75, AP_S/M/L (Lin et al. 2017, §5: COCO's AP over IoU .5:.95).
 
 The model's eval-mode output (per image: `boxes` (n, 4) xyxy in input-image pixels, `scores`
 (n,), `labels` (n,) int64 contiguous 0..K-1) becomes COCO results JSON (`bbox` xywh,
 `category_id` mapped through `label_to_cat_id`, `score`), scored with faster-coco-eval (default)
-or pycocotools (the reference implementation; both give the same numbers, tests/test_evaluation).
+or pycocotools (the reference implementation; both give the same numbers, tests/engine/test_metrics.py).
 All metrics are reported in percent, as in the paper's tables.
 
 Distributed use: each rank runs its own `CocoEvaluator`; the engine gathers the plain lists
@@ -19,11 +19,12 @@ import io
 import json
 import math
 import os
-import tempfile
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 import numpy as np
+
+from ..utils.io import atomic_write
 
 BACKENDS = ("faster_coco_eval", "pycocotools")
 DEFAULT_BACKEND = "faster_coco_eval"
@@ -283,7 +284,7 @@ class CocoEvaluator:
 
     def write_results(self, path: str | os.PathLike) -> None:
         """Write `results()` as JSON, atomically (temp file in the same folder, then rename)."""
-        _atomic_write_text(path, json.dumps(self.results()))
+        atomic_write(path, json.dumps(self.results()))
 
     def evaluate(self, image_ids: Iterable[int] | None = None) -> dict:
         """Metrics (see `evaluate_results`) over `image_ids`; by default the images seen by
@@ -297,26 +298,6 @@ class CocoEvaluator:
     def _check_image_id(self, image_id: int) -> None:
         if image_id not in self._gt_image_ids:
             raise KeyError(f"image id {image_id} is not in the ground truth's images")
-
-
-def _atomic_write_text(path: str | os.PathLike, text: str) -> None:
-    path = os.fspath(path)
-    folder = os.path.dirname(os.path.abspath(path))
-    os.makedirs(folder, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=folder, prefix=".tmp-", suffix=os.path.basename(path))
-    try:
-        with os.fdopen(fd, "w") as f:
-            f.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
-
-
-# ---------------------------------------------------------------------------------------------
-# Tables
-# ---------------------------------------------------------------------------------------------
 
 
 def _fmt(x: float) -> str:

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from retinanet.engine.evaluation import (
+from retinanet.engine.metrics import (
     BACKENDS,
     SUMMARY_KEYS,
     CocoEvaluator,

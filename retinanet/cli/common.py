@@ -1,0 +1,137 @@
+"""What the command modules share: exit statuses, the one-line user error, config resolution,
+model loading with one-line errors, and help formatting."""
+
+from __future__ import annotations
+
+import argparse
+import textwrap
+from collections.abc import Sequence
+from typing import Optional
+
+from ..config import Config, ConfigError, diff_from_defaults, format_overrides, load_config
+from ..engine.distributed import is_main
+from ..utils.paths import project_path
+from ..weights.loader import LoadedModel, WeightsError, load_checkpoint, load_model
+
+SYNTH_CONFIG = project_path("configs/synth/retinanet_r18_synth.yaml")
+EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
+
+FMT = argparse.RawDescriptionHelpFormatter
+OVERRIDES_HELP = (
+    "dotted overrides of the config, e.g. train.max_iter=1000 model.focal_gamma=0 train.lr_steps=[600,800]"
+)
+
+
+class CliError(Exception):
+    """A user error worth one line on stderr and exit status 2 (no traceback)."""
+
+
+def wrap(text: str) -> str:
+    return textwrap.fill(text, width=100)
+
+
+# ---------------------------------------------------------------------------------------------
+# Configs
+# ---------------------------------------------------------------------------------------------
+
+
+def synth_config(overrides: Sequence[str] = ()) -> tuple[Config, str]:
+    """(config, where it came from) of the synthetic-data recipe: the YAML when present."""
+    if not SYNTH_CONFIG.is_file():
+        raise CliError(
+            f"{SYNTH_CONFIG} not found: the configs/ folder ships with the source checkout (pip install -e .)"
+        )
+    return load_config(SYNTH_CONFIG, overrides), str(SYNTH_CONFIG)
+
+
+def split_positionals(items: Sequence[str], config_option: Optional[str] = None) -> tuple[Optional[str], list[str]]:
+    """(CONFIG or None, KEY=VALUE overrides) from the positional words of train/eval/demo and
+    the --config option (an alternative spelling)."""
+    configs = [s for s in items if "=" not in s] + ([config_option] if config_option is not None else [])
+    overrides = [s for s in items if "=" in s]
+    if len(configs) > 1:
+        raise CliError(f"expected one CONFIG file, got {configs} (overrides are KEY=VALUE)")
+    return (configs[0] if configs else None), overrides
+
+
+def resolve_config(config: Optional[str], overrides: Sequence[str]) -> tuple[Config, str]:
+    """CONFIG omitted: the synthetic recipe; "-": the paper's defaults; else the YAML file."""
+    if config is None:
+        return synth_config(overrides)
+    if config == "-":
+        return load_config(None, overrides), "defaults"
+    return load_config(config, overrides), config
+
+
+def print_config(cfg: Config, source: str) -> None:
+    """The config's differences from the paper's defaults, once (on the main process)."""
+    if not is_main():
+        return
+    diff = format_overrides(diff_from_defaults(cfg))
+    print(f"config: {source}; differences from the paper's defaults:")
+    print("\n".join(f"  {d}" for d in diff) if diff else "  (none)", flush=True)
+
+
+def check_data_paths(cfg: Config, train: bool) -> None:
+    d = cfg.data
+    if d.kind == "synth":
+        return
+    if train and d.train_path is None:
+        raise CliError(f"data.kind={d.kind} needs data.train_path=... (and data.val_path=... to evaluate)")
+    if not train and d.val_path is None:
+        raise CliError(f"data.kind={d.kind} needs data.val_path=... to evaluate")
+
+
+# ---------------------------------------------------------------------------------------------
+# Models
+# ---------------------------------------------------------------------------------------------
+
+
+def read_checkpoint(path: str) -> dict:
+    """`load_checkpoint(path)` with a corrupt or foreign file as a one-line CliError."""
+    try:
+        return load_checkpoint(path)
+    except ValueError as e:
+        raise CliError(str(e)) from None
+
+
+def load(weights, **kwargs) -> LoadedModel:
+    """`load_model(weights, **kwargs)` with its errors as one-line CliErrors."""
+    try:
+        return load_model(weights, **kwargs)
+    except ConfigError:
+        raise
+    except (WeightsError, ValueError, RuntimeError) as e:  # bad file, no saved config, offline download
+        raise CliError(str(e)) from None
+
+
+def load_for_command(args: argparse.Namespace, **model_overrides) -> LoadedModel:
+    """The model of `predict` / `export`: --weights, with --config or --model for a checkpoint
+    that has no saved config; `model_overrides` are ModelConfig fields (score_thresh=...)."""
+    config = args.config
+    return load(args.weights, name=args.model, config=config, **model_overrides)
+
+
+def add_model_source_options(p: argparse.ArgumentParser) -> None:
+    """--config and --model: the architecture of a checkpoint without a saved config."""
+    p.add_argument("--config", metavar="CONFIG", help="the model config, for a checkpoint without a saved config")
+    p.add_argument(
+        "--model",
+        metavar="NAME",
+        help="a named variant (retinanet_r50_fpn, ...), for a checkpoint without a saved config",
+    )
+
+
+def dataset_options(q: argparse.ArgumentParser) -> None:
+    """The dataset options of `data show` and `analyze anchors` (as `data check`), and --config."""
+    q.add_argument(
+        "--config", metavar="CONFIG", help="the YAML config whose model options apply (default: the paper's defaults)"
+    )
+    q.add_argument("--kind", choices=("coco", "voc", "csv"), help="default: detected from DATASET")
+    q.add_argument(
+        "--split",
+        help="COCO folder: annotations/instances_<split>.json (default train when there are several); "
+        "VOC: ImageSets/Main/<split>.txt",
+    )
+    q.add_argument("--images-dir", metavar="D", help="COCO: the image folder (default: inferred)")
+    q.add_argument("--class-map", metavar="F", help="CSV: the class_name,id file")

@@ -1,0 +1,203 @@
+"""`retinanet train`, `eval` and `demo`: a config in, a trained or evaluated model out."""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import sys
+from pathlib import Path
+from typing import Optional
+
+from ..config import Config, apply_overrides
+from .common import (
+    EXIT_FAILED,
+    EXIT_OK,
+    FMT,
+    OVERRIDES_HELP,
+    CliError,
+    check_data_paths,
+    load,
+    print_config,
+    read_checkpoint,
+    resolve_config,
+    split_positionals,
+    synth_config,
+    wrap,
+)
+
+DEMO_IMAGES = 4
+
+
+def _train(cfg: Config, source: str, resume: bool, print_final: bool = True) -> Optional[dict]:
+    """Print the config, check the data paths and train; None (after one line on stderr) when
+    training stopped on non-finite losses. print_final False: the caller prints the final AP."""
+    from ..engine import NonFiniteLossError, train
+
+    print_config(cfg, source)
+    check_data_paths(cfg, train=True)
+    try:
+        return train(cfg, resume=resume, print_final=print_final)
+    except NonFiniteLossError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return None
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from ..engine import is_main
+
+    config, overrides = split_positionals(args.args, args.config)
+    cfg, source = resolve_config(config, overrides)
+    result = _train(cfg, source, args.resume)
+    if result is None:
+        return EXIT_FAILED
+    if is_main():
+        final = Path(cfg.output_dir) / "model_final.pth"
+        print(f"trained to iteration {result['iteration']}; outputs in {result['output_dir']}")
+        if final.is_file():
+            print(f"weights: {final}")
+    return EXIT_OK
+
+
+def cmd_eval(args: argparse.Namespace) -> int:
+    from ..data.build import build_datasets
+    from ..engine import evaluate, format_ap_table, format_per_class_table, resolve_device
+
+    config, overrides = split_positionals(args.args, args.config)
+    ckpt = read_checkpoint(args.weights)
+    saved = ckpt.get("config") is not None
+    if config is None and saved:
+        # No CONFIG: evaluate as the checkpoint was trained (its data, its model).
+        loaded = load(ckpt, overrides=overrides)
+        cfg, source = loaded.config, f"{args.weights} (saved config)"
+    else:
+        cfg, source = resolve_config(config, overrides)
+        loaded = load(ckpt, config=cfg, overrides=[o for o in overrides if o.strip().startswith("model.")])
+        cfg = dataclasses.replace(cfg, model=loaded.config.model)
+        if saved:
+            source += " (model from the checkpoint)"
+    model = loaded.model
+    print_config(cfg, source)
+    check_data_paths(cfg, train=False)
+    _, val_ds = build_datasets(cfg, train=False)
+    if val_ds is None:
+        raise CliError(f"no validation set: set data.val_path (data.kind={cfg.data.kind})")
+    if model.num_classes != val_ds.num_classes:
+        names = ", ".join(val_ds.class_names[:8]) + (", ..." if val_ds.num_classes > 8 else "")
+        raise CliError(
+            f"the model predicts {model.num_classes} classes but the dataset {val_ds.source} has "
+            f"{val_ds.num_classes} ({names}): wrong checkpoint for this dataset?"
+        )
+    device = resolve_device(cfg.train.device)
+    metrics = evaluate(model.to(device), val_ds, cfg, device, args.max_images, results_path=args.results)
+    n = len(val_ds) if args.max_images is None else min(args.max_images, len(val_ds))
+    print(format_ap_table(metrics, title=f"COCO bbox AP of {args.weights} on {val_ds.source} ({n} images)"))
+    if args.per_class:
+        print()
+        print(format_per_class_table(metrics, title="AP per class"))
+    if args.results:
+        print(f"COCO results JSON: {args.results}")
+    return EXIT_OK
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from ..data.build import build_datasets, synthetic_root
+    from ..engine import format_ap_table, format_per_class_table
+    from ..inference.predict import detections_grid
+
+    config, overrides = split_positionals(args.args)
+    if config is not None:
+        raise CliError(f"demo takes KEY=VALUE overrides only, not a config file ({config}); use `retinanet train`")
+    cfg, source = synth_config(overrides)
+    if cfg.data.kind == "synth":
+        # (a) the dataset, made once (atomically) and then reused; the same folder training would use
+        root = synthetic_root(cfg.data.train_path)
+        cfg = apply_overrides(cfg, {"data.train_path": str(root)})
+        print(f"synthetic dataset: {root}")
+    # (b) train
+    result = _train(cfg, source, args.resume, print_final=False)
+    if result is None:
+        return EXIT_FAILED
+    out = Path(cfg.output_dir)
+    final = out / "model_final.pth"
+    if not final.is_file():
+        raise CliError(f"training ended at iteration {result['iteration']} without {final}")
+    # (d) detections on a few validation images, with the saved weights
+    model = load(str(final)).model
+    _, val_ds = build_datasets(cfg, train=False)
+    picture = detections_grid(model, val_ds, out / "detections.png", args.score_thresh, DEMO_IMAGES)
+    # (c) the result
+    metrics = result["metrics"]
+    print()
+    title = (
+        f"COCO bbox AP, {cfg.model.backbone} RetinaNet on the synthetic val split "
+        f"({len(val_ds)} images, {result['iteration']} iterations)"
+    )
+    print(format_ap_table(metrics, title=title))
+    print()
+    print(format_per_class_table(metrics, title="AP per class"))
+    print()
+    print(f"detections (score >= {args.score_thresh}): {picture}")
+    print(f"weights: {final}")
+    print(f"config: {out / 'config.yaml'}; metrics: {out / 'metrics.jsonl'}; TensorBoard: {out / 'tb'}")
+    return EXIT_OK
+
+
+def add_parsers(sub) -> None:
+    """The parsers of train, eval and demo."""
+    p = sub.add_parser(
+        "train", help="train a model from a config", formatter_class=FMT,
+        usage="retinanet train [-h] [--resume] [CONFIG | --config CONFIG] [KEY=VALUE ...]",
+        description=wrap("Train RetinaNet. Checkpoints, config.yaml, metrics.jsonl, TensorBoard logs and "
+                    "model_final.pth go to output_dir; the COCO AP table is printed at the end."),
+        epilog="examples:\n"
+               "  retinanet train                                     # configs/synth/retinanet_r18_synth.yaml\n"
+               "  retinanet train configs/synth/retinanet_r18_synth.yaml train.max_iter=600 model.focal_gamma=0\n"
+               "  retinanet train configs/coco/retinanet_r50_fpn_1x.yaml data.train_path=coco/annotations/instances_train2017.json \\\n"
+               "      data.val_path=coco/annotations/instances_val2017.json\n"
+               "  retinanet train - data.kind=csv data.train_path=ann.csv data.class_map=classes.csv   # '-': paper defaults\n"
+               "  retinanet train configs/synth/retinanet_r18_synth.yaml --resume   # continue from output_dir/last_checkpoint.pth\n"
+               "  torchrun --nproc_per_node 2 -m retinanet train configs/synth/retinanet_r18_synth.yaml",
+    )
+    p.add_argument("args", nargs="*", metavar="CONFIG | KEY=VALUE",
+                   help="CONFIG: a YAML file (default: configs/synth/retinanet_r18_synth.yaml; '-': the paper's "
+                        "defaults); KEY=VALUE: " + OVERRIDES_HELP)
+    p.add_argument("--config", metavar="CONFIG", help="the YAML file, as an option (same as the positional CONFIG)")
+    p.add_argument("--resume", action="store_true", help="continue from output_dir/last_checkpoint.pth")
+    p.set_defaults(func=cmd_train, takes_overrides=True)
+
+    p = sub.add_parser(
+        "eval", help="COCO AP of a checkpoint on a validation set", formatter_class=FMT,
+        usage="retinanet eval [-h] --weights W [--results JSON] [--per-class] [--max-images N] [CONFIG | --config CONFIG] [KEY=VALUE ...]",
+        description=wrap("Evaluate a checkpoint on the validation set of CONFIG (default: the config saved in the "
+                    "checkpoint). The model is built from the checkpoint's saved config when it has one "
+                    "(model.* overrides still apply), else from CONFIG."),
+        epilog="examples:\n"
+               "  retinanet eval --weights outputs/synth/retinanet_r18_synth/model_final.pth --per-class\n"
+               "  retinanet eval configs/coco/retinanet_r50_fpn_1x.yaml --weights model_final.pth \\\n"
+               "      data.val_path=coco/annotations/instances_val2017.json --results detections.json\n"
+               "  retinanet eval --weights model_final.pth model.score_thresh=0.01 eval.backend=pycocotools",
+    )
+    p.add_argument("args", nargs="*", metavar="CONFIG | KEY=VALUE",
+                   help="CONFIG: a YAML file ('-': the paper's defaults); KEY=VALUE: " + OVERRIDES_HELP)
+    p.add_argument("--weights", required=True, metavar="W", help="a checkpoint of this library (model_final.pth, ...)")
+    p.add_argument("--results", metavar="JSON", help="also write the detections as a COCO results JSON file")
+    p.add_argument("--per-class", action="store_true", help="also print the AP of each class")
+    p.add_argument("--max-images", type=int, metavar="N", help="evaluate the first N images only")
+    p.add_argument("--config", metavar="CONFIG", help="the YAML file, as an option (same as the positional CONFIG)")
+    p.set_defaults(func=cmd_eval, takes_overrides=True)
+
+    p = sub.add_parser(
+        "demo", help="synthetic data -> train -> COCO AP table -> detections.png", formatter_class=FMT,
+        usage="retinanet demo [-h] [--resume] [--score-thresh S] [KEY=VALUE ...]",
+        description=wrap("The main job: make sure the synthetic dataset exists, train a ResNet-18 RetinaNet on it "
+                    "with configs/synth/retinanet_r18_synth.yaml, print the COCO AP table of the validation "
+                    "split and draw the detections on 4 validation images into output_dir/detections.png."),
+        epilog="examples:\n"
+               "  retinanet demo\n"
+               "  retinanet demo train.max_iter=100 output_dir=outputs/quick\n"
+               "  retinanet demo train.device=cuda",
+    )
+    p.add_argument("args", nargs="*", metavar="KEY=VALUE", help=OVERRIDES_HELP)
+    p.add_argument("--resume", action="store_true", help="continue from output_dir/last_checkpoint.pth")
+    p.add_argument("--score-thresh", type=float, default=0.3, metavar="S", help="draw detections with score >= S (default 0.3)")
+    p.set_defaults(func=cmd_demo, takes_overrides=True)

@@ -1,0 +1,96 @@
+"""The evaluation loop: a model over a dataset, sharded over processes, scored with COCO's
+metrics (retinanet/engine/metrics.py) on the main process."""
+
+from __future__ import annotations
+
+from contextlib import nullcontext
+
+import torch
+import torch.distributed as dist
+from torch import nn
+from torch.utils.data import DataLoader, Subset
+from tqdm import tqdm
+
+from ..config import Config
+from ..data.common import collate_fn
+from .distributed import is_main, rank_and_world, unwrap
+from .metrics import CocoEvaluator
+
+
+def autocast(amp: str, device: torch.device):
+    """The autocast context of `train.amp` ("off", "bf16", "fp16") on `device`."""
+    if amp == "off":
+        return nullcontext()
+    dtype = torch.bfloat16 if amp == "bf16" else torch.float16
+    return torch.autocast(device_type=device.type, dtype=dtype)
+
+
+# Evaluation shows this many validation images with their detections (score >= the threshold)
+# and ground truth in TensorBoard, so that a run can be judged by eye as well as by AP.
+EVAL_EXAMPLES = 4
+EVAL_EXAMPLE_SCORE_THRESH = 0.3
+
+
+@torch.no_grad()
+def evaluate(model: nn.Module, dataset, cfg: Config, device: torch.device, max_images: int | None = None, results_path=None,
+             writer=None, step: int = 0, num_examples: int = EVAL_EXAMPLES) -> dict:
+    """COCO metrics of `model` on `dataset` (sharded over ranks, gathered on rank 0), and the
+    COCO results JSON written to `results_path` when given. Returns the metrics dict on rank 0
+    ({} elsewhere). With a TensorBoard `writer`, the first `num_examples` images of this rank's
+    share are logged as pictures "eval/example_<k>" at `step`: ground truth in white, detections
+    with score >= EVAL_EXAMPLE_SCORE_THRESH in their class colours."""
+    net = unwrap(model)
+    was_training = net.training
+    net.eval()
+    rank, world = rank_and_world()
+    n = len(dataset) if max_images is None else min(max_images, len(dataset))
+    indices = list(range(rank, n, world))
+    loader = DataLoader(
+        Subset(dataset, indices), batch_size=cfg.eval.batch_size, shuffle=False,
+        num_workers=cfg.data.num_workers, collate_fn=collate_fn,
+    )
+    evaluator = CocoEvaluator(dataset.coco_gt(), dataset.label_to_cat_id, backend=cfg.eval.backend)
+    amp = autocast(cfg.train.amp, device)
+    examples = []
+    for images, targets in tqdm(loader, desc="eval", disable=not is_main(), leave=False):
+        with amp:
+            dets = net([im.to(device) for im in images])
+        dets = [{k: v.float().cpu() for k, v in d.items()} for d in dets]
+        evaluator.update([int(t["image_id"]) for t in targets], dets)
+        if writer is not None and len(examples) < num_examples:
+            examples += list(zip(images, targets, dets))[: num_examples - len(examples)]
+    if examples:
+        _log_examples(writer, examples, dataset.class_names, step)
+    results, ids = evaluator.results(), list(evaluator.image_ids)
+    if world > 1:
+        gathered = [None] * world
+        dist.all_gather_object(gathered, (results, ids))
+        if rank != 0:
+            net.train(was_training)
+            return {}
+        evaluator.reset()
+        for res, im_ids in gathered:
+            evaluator.extend(res, im_ids)
+    metrics = evaluator.evaluate()
+    metrics["class_names"] = list(dataset.class_names)
+    if results_path is not None:
+        evaluator.write_results(results_path)
+    net.train(was_training)
+    return metrics
+
+
+def _log_examples(writer, examples, class_names, step: int) -> None:
+    """Pictures of (image, target, detections) triples to TensorBoard, as HWC uint8."""
+    import numpy as np
+
+    from ..utils.visualize import draw_detections, draw_ground_truth
+
+    for k, (image, target, det) in enumerate(examples):
+        keep = det["scores"] >= EVAL_EXAMPLE_SCORE_THRESH
+        picture = draw_ground_truth(image, target["boxes"])
+        picture = draw_detections(picture, det["boxes"][keep], det["labels"][keep].long(), det["scores"][keep], class_names)
+        writer.add_image(f"eval/example_{k}", np.asarray(picture), step, dataformats="HWC")
+    writer.flush()
+
+
+__all__ = ["EVAL_EXAMPLES", "autocast", "evaluate"]

@@ -1,0 +1,221 @@
+"""The one way from weights to a model: `load_model`.
+
+Every command and API that needs a model holding weights goes through it: `retinanet predict`,
+`eval`, `export`, `analyze loss-cdf` and `demo`, the benchmark, the experiment runner, torch.hub
+and `get_model`. It reads:
+
+- nothing (`weights=None`): a freshly initialised model of the named variant or config;
+- a published name ("torchvision-coco"): torchvision's COCO checkpoint, fetched once into the
+  torch hub cache and converted to this library's layout;
+- a path or URL of a checkpoint of this library (`{"model", "config", "class_names", ...}`, as
+  `retinanet train` writes it), of a bare state dict of this library, or of a torchvision
+  RetinaNet state dict (detected from its keys).
+
+The architecture comes from the checkpoint's saved config when it has one, else from the given
+config or variant name (the number of classes read from the weights); dotted overrides
+("model.score_thresh=0.3") and ModelConfig field overrides (score_thresh=0.3) apply last. Every
+file is read with `torch.load(..., weights_only=True)`: loading never executes code.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import warnings
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+
+from ..config import Config, apply_overrides, flatten, load_config
+from ..model.build import build_model
+from ..model.config import ModelConfig
+from ..model.retinanet import RetinaNet
+from ..utils.download import load_url_state_dict, local_file, read_weights_file
+from .torchvision import convert_torchvision_state_dict, is_torchvision_state_dict, torchvision_model_config
+from .zoo import DEFAULT_PUBLISHED, VARIANTS, WEIGHTS, coco_category_names, model_config
+
+
+class WeightsError(ValueError):
+    """Weights that cannot make the requested model; the message names the file and the problem."""
+
+
+class UnknownNameError(WeightsError, KeyError):
+    """An unknown variant or published-weights name (a KeyError too, as for a dict lookup)."""
+
+    def __str__(self) -> str:  # KeyError would quote the message
+        return str(self.args[0])
+
+
+@dataclass
+class LoadedModel:
+    """A model holding its weights, with what is known about them."""
+
+    model: RetinaNet
+    # The run's config: the checkpoint's saved one (or the given one, else the defaults), its
+    # `model` part the model's own (`model.config`), overrides applied.
+    config: Config
+    # Name of each label the model predicts (label i -> class_names[i]).
+    class_names: list[str]
+    # True for torchvision's COCO model, whose labels are COCO category ids (1..90), not 0..K-1.
+    labels_are_category_ids: bool = False
+    source: str | None = None
+
+
+def load_checkpoint(path: str | os.PathLike) -> dict:
+    """A checkpoint of this library (a dict with a "model" state dict), read without executing
+    code from it; FileNotFoundError / ValueError naming the file otherwise."""
+    ckpt = read_weights_file(path, "checkpoint")
+    if not isinstance(ckpt, dict) or "model" not in ckpt:
+        raise ValueError(f"{path}: not a retinanet checkpoint (no 'model' entry)")
+    return ckpt
+
+
+def config_from_dict(tree: Mapping[str, Any]) -> Config:
+    """The Config saved in a checkpoint (`config_to_dict` output)."""
+    with warnings.catch_warnings():  # already warned about when that run was trained
+        warnings.simplefilter("ignore")
+        return apply_overrides(Config(), flatten(tree))
+
+
+def infer_num_classes(state: Mapping[str, torch.Tensor], model_cfg: ModelConfig) -> int | None:
+    """The number of classes of a state dict of this library (None without a classifier)."""
+    w = state.get("head.cls_score.weight")
+    if w is None:
+        return None
+    return int(w.shape[0]) // (len(model_cfg.aspect_ratios) * model_cfg.scales_per_octave)
+
+
+def class_names_of(ckpt: Mapping[str, Any], cfg: Config, num_classes: int) -> list[str]:
+    """The class names saved with a checkpoint; the synthetic dataset's for a model trained on
+    it; else class_0, class_1, ..."""
+    names = ckpt.get("class_names")
+    if names is not None and len(names) == num_classes:
+        return [str(n) for n in names]
+    if cfg.data.kind == "synth":
+        from ..data.synth import CLASSES
+
+        if len(CLASSES) == num_classes:
+            return list(CLASSES)
+    return [f"class_{i}" for i in range(num_classes)]
+
+
+def _read(source: str) -> dict:
+    """{"model": state dict, ...} from a checkpoint or a bare state dict at `source`."""
+    obj = read_weights_file(local_file(source), "checkpoint")
+    if isinstance(obj, dict) and isinstance(obj.get("model"), dict):
+        return obj
+    if isinstance(obj, dict) and obj and all(torch.is_tensor(v) for v in obj.values()):
+        return {"model": obj}
+    raise WeightsError(f"{source}: not a retinanet checkpoint or state dict (found {type(obj).__name__})")
+
+
+def _published(weights: str, name: str | None) -> str | None:
+    """The URL of published weights `weights` for variant `name`; None when `weights` names a
+    file; UnknownNameError for a name that is neither."""
+    variant = name or DEFAULT_PUBLISHED
+    published = WEIGHTS.get(variant, {})
+    if weights in published:
+        return published[weights]
+    is_file_name = "://" in weights or weights.endswith((".pth", ".pt")) or os.path.exists(weights)
+    if not is_file_name:
+        raise UnknownNameError(f"unknown weights {weights!r} for {variant}; published: {sorted(published)}, or a .pth/.pt path")
+    return None
+
+
+def load_model(
+    weights: str | Mapping[str, Any] | None = None,
+    *,
+    name: str | None = None,
+    config: Config | str | os.PathLike | None = None,
+    overrides: Sequence[str] | Mapping[str, Any] = (),
+    **model_overrides: Any,
+) -> LoadedModel:
+    """A model holding `weights` (see the module docstring; also a checkpoint dict already read
+    with `load_checkpoint`), in train mode as built.
+
+    name: a named variant (`VARIANTS`), the architecture when the weights carry no config (and
+    the variant of published weights; default retinanet_r50_fpn). config: a Config or a YAML
+    path, the same when there is no variant name; it is also the run config returned (its model
+    part replaced by the checkpoint's). overrides: dotted config overrides; model_overrides:
+    ModelConfig fields, applied last."""
+    if name is not None and name not in VARIANTS:
+        raise UnknownNameError(f"unknown model {name!r}; available: {sorted(VARIANTS)}")
+    run = Config() if config is None else config if isinstance(config, Config) else load_config(config)
+    ckpt: dict = {}
+    state = None
+    labels_are_ids = False
+    if weights is None:
+        model_cfg = model_config(name) if name else run.model
+    elif isinstance(weights, str) and (url := _published(weights, name)) is not None:
+        state = load_url_state_dict(url)
+        model_cfg = torchvision_model_config(state)
+        state = convert_torchvision_state_dict(state)
+        labels_are_ids = True
+    else:
+        ckpt = _read(weights) if isinstance(weights, str) else dict(weights)
+        state = ckpt["model"]
+        if is_torchvision_state_dict(state):
+            model_cfg = torchvision_model_config(state)
+            state = convert_torchvision_state_dict(state)
+            labels_are_ids = model_cfg.num_classes == 91
+        elif ckpt.get("config") is not None:
+            saved = config_from_dict(ckpt["config"])
+            if name is not None and VARIANTS[name]["backbone"] != saved.model.backbone:
+                raise WeightsError(f"{weights} holds a {saved.model.backbone} model, not {name} ({VARIANTS[name]['backbone']})")
+            run = saved if config is None else run
+            model_cfg = saved.model
+        elif name is not None or config is not None:
+            model_cfg = model_config(name) if name else run.model
+            n = infer_num_classes(state, model_cfg)
+            if n is not None and n != model_cfg.num_classes:
+                model_cfg = model_cfg.replace(num_classes=n)
+        else:
+            raise WeightsError(f"{weights if isinstance(weights, str) else 'the checkpoint'} has no saved config: give a CONFIG (--config) or --model NAME")
+    run = dataclasses.replace(run, model=model_cfg)
+    if overrides:
+        run = apply_overrides(run, overrides)
+    model_cfg = run.model.replace(**model_overrides)
+    if state is not None:  # every weight comes from the file: never fetch ImageNet weights first
+        model_cfg = model_cfg.replace(pretrained_backbone=False)
+    run = dataclasses.replace(run, model=model_cfg)
+    model = build_model(model_cfg)
+    if state is not None:
+        try:
+            model.load_state_dict(state)
+        except RuntimeError as e:
+            first = " ".join(str(e).strip().splitlines()[:3])[:400]
+            raise WeightsError(
+                f"{weights}: the weights do not fit the model {model_cfg.backbone}/{model_cfg.num_classes} classes: {first}"
+            ) from None
+    if labels_are_ids and model_cfg.num_classes == 91:
+        class_names = coco_category_names()
+    else:
+        class_names = class_names_of(ckpt, run, model_cfg.num_classes)
+    return LoadedModel(model, run, class_names, labels_are_ids, weights if isinstance(weights, str) else None)
+
+
+def get_model(name: str, weights: str | None = None, **overrides: Any) -> RetinaNet:
+    """Build a named variant, e.g. ``get_model("retinanet_r50_fpn", num_classes=20)``.
+
+    overrides: any ModelConfig field (``pretrained_backbone=True`` loads torchvision's ImageNet
+    weights). ``weights="torchvision-coco"`` (R50 only) fetches torchvision's COCO checkpoint
+    (36.4 AP, 91 COCO category ids as labels) into the torch hub cache once and converts it;
+    the model is then configured like torchvision's (see `from_torchvision`). A path loads a
+    checkpoint or state dict (`load_model`).
+    """
+    return load_model(weights, name=name, **overrides).model
+
+
+__all__ = [
+    "LoadedModel",
+    "UnknownNameError",
+    "WeightsError",
+    "class_names_of",
+    "config_from_dict",
+    "get_model",
+    "infer_num_classes",
+    "load_checkpoint",
+    "load_model",
+]
