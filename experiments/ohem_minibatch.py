@@ -20,8 +20,8 @@ import torch
 from retinanet.model import ohem
 from retinanet.config import load_config
 from retinanet.data.common import collate_fn
-from retinanet.engine.trainer import build_datasets, load_checkpoint
-from retinanet.model.build import build_model
+from retinanet import build_model, load_model
+from retinanet.data.build import build_datasets
 
 
 def minibatch_counts(model, images, targets) -> tuple[float, float]:
@@ -65,9 +65,7 @@ def main() -> None:
         torch.manual_seed(cfg.seed)
         cells = []
         for weights in (None, run / "model_final.pth"):
-            model = build_model(m)
-            if weights is not None:
-                model.load_state_dict(load_checkpoint(weights)["model"])
+            model = build_model(m) if weights is None else load_model(str(weights)).model
             model.train()
             pos, neg = minibatch_counts(model, images, targets)
             cells.append(f"{pos:.1f} / {neg:.1f}")

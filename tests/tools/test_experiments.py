@@ -1,4 +1,4 @@
-"""The experiment tables (Table 1 (a)-(e)) as data, their paper-scale configs against SPEC, and the
+"""The experiment tables (Table 1 (a)-(e)) as data, their paper-scale configs against the paper, and the
 runner's caching and reports."""
 
 import json
@@ -11,13 +11,13 @@ from retinanet.tools import experiments as ex
 from retinanet.config import scaled_lr
 from retinanet.data.synth import generate_synthetic
 
-# The paper's numbers and settings, copied from SPEC §2-3 (shared/SPEC.md is not in the repo).
-SPEC_ALPHA = {0.10: 0.0, 0.25: 10.8, 0.50: 30.2, 0.75: 31.1, 0.90: 30.8, 0.99: 28.7, 0.999: 25.1}
-SPEC_GAMMA = [(0.0, 0.75, 31.1), (0.1, 0.75, 31.4), (0.2, 0.75, 31.9), (0.5, 0.50, 32.9), (1.0, 0.25, 33.7), (2.0, 0.25, 34.0), (5.0, 0.25, 32.2)]
-SPEC_ANCHORS = [(1, 1, 30.3), (2, 1, 31.9), (3, 1, 31.8), (1, 3, 32.4), (2, 3, 34.2), (3, 3, 34.0), (4, 3, 33.8)]
-SPEC_OHEM = [(128, 0.7, None, 31.1), (256, 0.7, None, 31.8), (512, 0.7, None, 30.6), (128, 0.5, None, 32.8), (256, 0.5, None, 31.0),
+# The paper's numbers and settings (Lin et al. 2017, Table 1 (a)-(e) and §4).
+PAPER_ALPHA = {0.10: 0.0, 0.25: 10.8, 0.50: 30.2, 0.75: 31.1, 0.90: 30.8, 0.99: 28.7, 0.999: 25.1}
+PAPER_GAMMA = [(0.0, 0.75, 31.1), (0.1, 0.75, 31.4), (0.2, 0.75, 31.9), (0.5, 0.50, 32.9), (1.0, 0.25, 33.7), (2.0, 0.25, 34.0), (5.0, 0.25, 32.2)]
+PAPER_ANCHORS = [(1, 1, 30.3), (2, 1, 31.9), (3, 1, 31.8), (1, 3, 32.4), (2, 3, 34.2), (3, 3, 34.0), (4, 3, 33.8)]
+PAPER_OHEM = [(128, 0.7, None, 31.1), (256, 0.7, None, 31.8), (512, 0.7, None, 30.6), (128, 0.5, None, 32.8), (256, 0.5, None, 31.0),
              (512, 0.5, None, 27.6), (128, 0.5, 0.25, 31.1), (256, 0.5, 0.25, 28.3), (512, 0.5, 0.25, 24.0)]  # fmt: skip
-SPEC_SPEED = {("resnet50", 400): (30.5, 64), ("resnet50", 500): (32.5, 72), ("resnet50", 600): (34.3, 98), ("resnet50", 700): (35.1, 121),
+PAPER_SPEED = {("resnet50", 400): (30.5, 64), ("resnet50", 500): (32.5, 72), ("resnet50", 600): (34.3, 98), ("resnet50", 700): (35.1, 121),
               ("resnet50", 800): (35.7, 153), ("resnet101", 400): (31.9, 81), ("resnet101", 500): (34.4, 90),
               ("resnet101", 600): (36.0, 122), ("resnet101", 700): (37.1, 154), ("resnet101", 800): (37.8, 198)}  # fmt: skip
 
@@ -28,7 +28,7 @@ def paper_configs(name):
 
 
 def assert_paper_recipe(cfg, backbone="resnet50", min_size=600):
-    """SPEC §2: ImageNet-pretrained backbone, FPN P3-P7 with 256 channels, 4-conv heads, π = .01,
+    """The paper's §4: ImageNet-pretrained backbone, FPN P3-P7 with 256 channels, 4-conv heads, π = .01,
     16 images per iteration, LR 0.01 / 10 at 60k and 80k of 90k, momentum .9, wd 1e-4, flip only."""
     m, t = cfg.model, cfg.train
     assert (m.backbone, m.min_size, m.pretrained_backbone) == (backbone, min_size, True)
@@ -47,14 +47,14 @@ def test_alpha_table_paper_scale_matches_spec():
     for row, cfg in rows:
         assert_paper_recipe(cfg)
         assert cfg.model.cls_loss == "ce" and cfg.model.max_size == 1000
-        assert row.paper["AP"] == SPEC_ALPHA[cfg.model.focal_alpha]
+        assert row.paper["AP"] == PAPER_ALPHA[cfg.model.focal_alpha]
         assert (cfg.model.scales_per_octave, cfg.model.aspect_ratios) == (3, (0.5, 1.0, 2.0))
 
 
 def test_gamma_table_paper_scale_matches_spec():
     rows = paper_configs("gamma")
     got = [(cfg.model.focal_gamma, cfg.model.focal_alpha, row.paper["AP"]) for row, cfg in rows]
-    assert got == SPEC_GAMMA
+    assert got == PAPER_GAMMA
     for _, cfg in rows:
         assert_paper_recipe(cfg)
         assert cfg.model.cls_loss == "focal"
@@ -63,7 +63,7 @@ def test_gamma_table_paper_scale_matches_spec():
 def test_anchor_table_paper_scale_matches_spec():
     rows = paper_configs("anchors")
     got = [(cfg.model.scales_per_octave, len(cfg.model.aspect_ratios), row.paper["AP"]) for row, cfg in rows]
-    assert got == SPEC_ANCHORS
+    assert got == PAPER_ANCHORS
     for _, cfg in rows:
         assert_paper_recipe(cfg)
         assert (cfg.model.focal_gamma, cfg.model.focal_alpha) == (2.0, 0.25)
@@ -73,7 +73,7 @@ def test_anchor_table_paper_scale_matches_spec():
 def test_ohem_table_paper_scale_matches_spec():
     rows = paper_configs("ohem")
     ohem = [(c.model.ohem_batch_size, c.model.ohem_nms_thresh, c.model.ohem_pos_fraction, r.paper["AP"]) for r, c in rows if c.model.cls_loss == "ohem"]
-    assert ohem == SPEC_OHEM
+    assert ohem == PAPER_OHEM
     assert all(c.model.focal_alpha is None for r, c in rows if c.model.cls_loss == "ohem")  # plain CE
     fl = [(c.model.focal_gamma, c.model.focal_alpha, r.paper["AP"]) for r, c in rows if c.model.cls_loss == "focal"]
     assert fl == [(2.0, 0.25, 36.0)]
@@ -84,7 +84,7 @@ def test_ohem_table_paper_scale_matches_spec():
 def test_speed_table_paper_scale_matches_spec():
     rows = paper_configs("speed")
     got = {(c.model.backbone, c.model.min_size): (r.paper["AP"], r.paper["time"]) for r, c in rows}
-    assert got == SPEC_SPEED
+    assert got == PAPER_SPEED
     for _, cfg in rows:
         assert_paper_recipe(cfg, backbone=cfg.model.backbone, min_size=cfg.model.min_size)
         assert cfg.model.max_size == round(cfg.model.min_size * 5 / 3)

@@ -19,7 +19,8 @@ def ap(ctx: Context) -> None:
         ctx.rows.append(summary_row("ap", "AP on the synthetic val, fast mode - fp32", None, None, None, notes=notes))
         return
     # Imported here: the engine and the data pipeline load only when this section runs.
-    from ...engine import build_datasets, evaluate
+    from ...data.build import build_datasets
+    from ...engine import evaluate
     from ...weights.loader import load_model
 
     # load_model refuses a checkpoint of ours without a saved config (WeightsError, a ValueError: exit 2).
