@@ -92,14 +92,8 @@ def draw_detections(
         draw.rectangle([x1, y1, x2, y2], outline=colour, width=line)
         name = class_names[labels[i]] if class_names is not None and 0 <= labels[i] < len(class_names) else str(labels[i])
         text = name if scores[i] is None else f"{name} {scores[i]:.2f}"
-        left, top, right, bottom = draw.textbbox((0, 0), text, font=font)
-        tw, th = right - left + 4, bottom - top + 4
         # The tag sits above the box, or inside its top edge when the box touches the image top.
-        tx = min(max(x1, 0), max(width - tw, 0))
-        ty = y1 - th if y1 - th >= 0 else max(y1, 0)
-        draw.rectangle([tx, ty, tx + tw, ty + th], fill=colour)
-        luminance = 0.299 * colour[0] + 0.587 * colour[1] + 0.114 * colour[2]
-        draw.text((tx + 2 - left, ty + 2 - top), text, fill=(0, 0, 0) if luminance > 140 else (255, 255, 255), font=font)
+        _tag(draw, text, x1, y1, colour, font, width)
     return canvas
 
 

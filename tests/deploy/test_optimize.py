@@ -5,6 +5,7 @@ import logging
 
 import pytest
 import torch
+from helpers import assert_same_detections
 from torchvision.ops import FrozenBatchNorm2d
 
 from retinanet import ModelConfig, build_model, from_torchvision
@@ -37,18 +38,6 @@ def plain_dets(r50, images):
         return r50(images)
 
 
-def _same_detections(a, b, box_tol=1e-3, score_tol=1e-4):
-    """Equal multisets of detections: as many, and every detection of either list has one in the
-    other with the same label, a score within score_tol and a box within box_tol px."""
-    assert len(a["boxes"]) == len(b["boxes"]) > 0
-    same_label = a["labels"][:, None] == b["labels"][None, :]
-    close_score = (a["scores"][:, None] - b["scores"][None, :]).abs() <= score_tol
-    box_err = (a["boxes"][:, None, :] - b["boxes"][None, :, :]).abs().amax(-1)
-    box_err = torch.where(same_label & close_score, box_err, torch.full_like(box_err, float("inf")))
-    assert box_err.min(1).values.max().item() <= box_tol
-    assert box_err.min(0).values.max().item() <= box_tol
-
-
 @pytest.mark.parametrize(
     "options",
     [dict(fold_bn=True, channels_last=False), dict(fold_bn=False, channels_last=True), dict(fold_bn=True, channels_last=True)],
@@ -61,7 +50,7 @@ def test_fp32_fast_paths_give_the_same_detections(r50, images, plain_dets, optio
         got = model(images)
     assert all(len(d["boxes"]) == 300 for d in plain_dets)  # many detections, up to the cap
     for a, b in zip(plain_dets, got):
-        _same_detections(a, b)
+        assert_same_detections(a, b, box_tol=1e-3)
         assert b["boxes"].dtype == b["scores"].dtype == torch.float32
 
 
@@ -253,4 +242,4 @@ def test_torch_compile_gives_the_eager_results(r50, images, plain_dets):
     with torch.no_grad():
         got = compiled(images)
     for a, b in zip(plain_dets, got):
-        _same_detections(a, b)
+        assert_same_detections(a, b, box_tol=1e-3)

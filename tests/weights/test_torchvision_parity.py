@@ -2,6 +2,7 @@
 
 import pytest
 import torch
+from helpers import assert_same_detections
 import torchvision
 
 from retinanet import from_torchvision
@@ -28,20 +29,6 @@ def tv_model():
     return freeze_batchnorm(tv)
 
 
-def _same_detections(a, b, box_tol=0.01, score_tol=1e-4):
-    """Equal multisets of detections: as many of each, and every detection of either list has
-    one in the other with the same label, a score within score_tol and a box within box_tol px
-    (the order may differ among near-equal scores). Matching both ways rather than one-to-one:
-    boxes clipped to zero width at the border survive NMS (IoU 0/0) and can repeat."""
-    assert len(a["boxes"]) == len(b["boxes"]) > 0
-    same_label = a["labels"][:, None] == b["labels"][None, :]
-    close_score = (a["scores"][:, None] - b["scores"][None, :]).abs() <= score_tol
-    box_err = (a["boxes"][:, None, :] - b["boxes"][None, :, :]).abs().amax(-1)
-    box_err = torch.where(same_label & close_score, box_err, torch.full_like(box_err, float("inf")))
-    assert box_err.min(1).values.max().item() <= box_tol
-    assert box_err.min(0).values.max().item() <= box_tol
-
-
 @pytest.mark.slow
 def test_inference_parity_two_sizes(tv_model):
     tv = tv_model.eval()
@@ -54,7 +41,7 @@ def test_inference_parity_two_sizes(tv_model):
         got = ours(images)
     for a, b in zip(expected, got):
         assert len(a["boxes"]) == 300  # torchvision's detections_per_img
-        _same_detections(a, b)
+        assert_same_detections(a, b)
 
 
 @pytest.mark.slow

@@ -87,13 +87,16 @@ def focal(ctx: Context) -> None:
     )
 
 
+def _square_anchors(model, size: int, device: torch.device):
+    """(anchors, anchors per level) of the model for a size x size input."""
+    return model.anchor_generator([(size // s, size // s) for s in LEVEL_STRIDES], (size, size), device)
+
+
 def assign(ctx: Context) -> None:
     a = ctx.args
     tv, ours = ctx.models()
     size, b = a.assign_size, a.assign_batch
-    anchors, per_level = ours.anchor_generator(
-        [(size // s, size // s) for s in LEVEL_STRIDES], (size, size), ctx.device
-    )
+    anchors, per_level = _square_anchors(ours, size, ctx.device)
     g = torch.Generator().manual_seed(a.seed + 3)
     cls0 = (torch.randn(b, anchors.shape[0], NUM_CLASSES, generator=g) * 2 - 4).to(ctx.device)
     box0 = (torch.randn(b, anchors.shape[0], 4, generator=g) * 0.3).to(ctx.device)
@@ -138,9 +141,7 @@ def postprocess(ctx: Context) -> None:
     a = ctx.args
     tv, ours = ctx.models()
     size, b = a.assign_size, a.postprocess_batch
-    anchors, per_level = ours.anchor_generator(
-        [(size // s, size // s) for s in LEVEL_STRIDES], (size, size), ctx.device
-    )
+    anchors, per_level = _square_anchors(ours, size, ctx.device)
     g = torch.Generator().manual_seed(a.seed + 5)
     # Logits of a trained detector are mostly very negative; N(-7, 2) puts ~2 % above the
     # 0.05 score threshold, so every level fills its 1000 candidates and NMS has work.
