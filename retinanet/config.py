@@ -39,7 +39,6 @@ import difflib
 import json
 import os
 import re
-import tempfile
 import warnings
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, fields, is_dataclass
@@ -51,6 +50,7 @@ import pydantic
 import yaml
 
 from .model.config import ModelConfig, check_choices, literal_choices
+from .utils.io import atomic_write
 
 BASE_KEY = "_base_"  # the one include a YAML config may have
 
@@ -465,18 +465,9 @@ def config_to_yaml(cfg: Config) -> str:
 
 
 def save_config(cfg: Config, path: str | os.PathLike) -> None:
-    """Write the resolved config as YAML, atomically (temp file in the same folder, os.replace)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    text = "# Resolved retinanet config: retinanet.config.load_config(this file) rebuilds it.\n" + config_to_yaml(cfg)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-", suffix=path.name)
-    try:
-        with os.fdopen(fd, "w") as f:
-            f.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    """Write the resolved config as YAML, atomically (a crash mid-write leaves the old file)."""
+    header = "# Resolved retinanet config: retinanet.config.load_config(this file) rebuilds it.\n"
+    atomic_write(path, header + config_to_yaml(cfg))
 
 
 def flatten(tree: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:

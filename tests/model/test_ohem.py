@@ -78,7 +78,7 @@ def test_ohem_criterion_trains_only_the_kept_anchors():
 
 
 def test_ohem_model_option_trains():
-    from retinanet.weights.zoo import get_model
+    from retinanet import get_model
 
     torch.manual_seed(0)
     model = get_model("retinanet_r18_fpn", num_classes=3, fpn_channels=32, head_convs=1, min_size=128, max_size=128,
