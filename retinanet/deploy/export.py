@@ -10,12 +10,13 @@ graph, built from standard ONNX operators only (Resize, Pad, Conv, TopK, NonZero
 NonMaxSuppression, CumSum, ScatterND, ...), with the batch size and the image size dynamic:
 
 1. preprocessing as `RetinaNet.preprocess`: ImageNet normalisation, resize so that the shorter
-   side is `min_size` unless the longer would exceed `max_size` (the scale and the output size
-   computed in float64 from the input's shape, as the eager model does in Python, so the two
-   agree on every size), zero padding to a multiple of `size_divisor`;
-2. backbone, FPN, head, and the anchors of each level generated from the feature-map shapes;
+   side is `min_size` unless the longer would exceed `max_size`, zero padding to a multiple of
+   `size_divisor`; the sizes by the model's own `resize_geometry`, on the input's shape as
+   tensors (float64, as the eager model computes them in Python, so the two agree on every size);
+2. backbone, FPN, head, and the anchors of each level from the feature-map shapes by the model's
+   `AnchorGenerator.grid`;
 3. per level the top `topk_candidates` (anchor, class) pairs above `score_thresh`, decoded and
-   clipped to the image;
+   clipped to the image (`clip_boxes`, as the eager post-processing);
 4. class-wise NMS for the whole batch in ONE NonMaxSuppression: each (image, class) group is
    shifted to its own tile of a 2-D grid, (g mod G)·(W + 1) in x and (g div G)·(H + 1) in y with
    G = ceil(sqrt(B·K)), so that boxes of different groups never overlap. A 2-D grid instead of
@@ -46,6 +47,8 @@ import torch.nn.functional as F
 import torchvision
 from torch import Tensor, nn
 
+from ..model.postprocess import clip_boxes
+from ..model.preprocess import resize_geometry
 from ..model.retinanet import RetinaNet
 
 OUTPUT_NAMES = ("boxes", "scores", "labels", "num_detections")
@@ -75,13 +78,10 @@ class ExportableRetinaNet(nn.Module):
     def __init__(self, model: RetinaNet, score_thresh: float | None = None, detections_per_img: int | None = None):
         super().__init__()
         self.model = model
-        gen = model.anchor_generator
-        self.anchor_style = gen.style
-        self.anchor_offset = float(gen.offset)
-        self.strides = tuple(float(s) for s in gen.strides)
-        for i, cell in enumerate(gen.cell):
+        # copies of the cell anchors as buffers, so that they follow the wrapper's device
+        for i, cell in enumerate(model.anchor_generator.cell):
             self.register_buffer(f"cell_{i}", cell.clone(), persistent=False)
-        self.num_levels = len(gen.cell)
+        self.num_levels = len(model.anchor_generator.cell)
         self.min_size, self.max_size, self.size_divisor = model.min_size, model.max_size, model.size_divisor
         self.score_thresh = float(model.score_thresh if score_thresh is None else score_thresh)
         self.topk_candidates = int(model.topk_candidates)
@@ -95,41 +95,22 @@ class ExportableRetinaNet(nn.Module):
         m = self.model
         shape = torch._shape_as_tensor(images)  # traced as Shape: the image size stays dynamic
         orig_hw = shape[2:]
-        hw = orig_hw.to(torch.float64)
-        # float64, as Python computes min(min_size / min(h, w), max_size / max(h, w)) and
-        # floor(side · scale) inside F.interpolate(recompute_scale_factor=True) for the eager model
-        scale = torch.minimum(self.min_size / hw.min(), self.max_size / hw.max())
-        new_hw = torch.floor(hw * scale).to(torch.int64)
+        # the eager model's geometry, on 0-dim tensors (float64 scale, as Python computes it)
+        _, (h, w), (hp, wp) = resize_geometry(orig_hw[0], orig_hw[1], self.min_size, self.max_size, self.size_divisor)
         x = (images.float() - m.pixel_mean) / m.pixel_std
-        x = F.interpolate(x, size=(_as_size(new_hw[0]), _as_size(new_hw[1])), mode="bilinear", align_corners=False)
-        d = self.size_divisor
-        pad = torch.remainder(-new_hw, d)  # up to the next multiple of size_divisor
-        x = F.pad(x, (0, _as_size(pad[1]), 0, _as_size(pad[0])))
-        return x, new_hw, orig_hw
+        x = F.interpolate(x, size=(_as_size(h), _as_size(w)), mode="bilinear", align_corners=False)
+        x = F.pad(x, (0, _as_size(wp - w), 0, _as_size(hp - h)))
+        return x, torch.stack((h, w)), orig_hw
 
     # ---------------------------------------------------------------- anchors
     def anchors(self, feats: list[Tensor], padded: Tensor) -> tuple[Tensor, list]:
-        """All levels' anchors (N, 4) from the feature shapes, in AnchorGenerator's order and
-        arithmetic (float32 centres (i + offset)·stride plus the cell anchors); and the count
-        per level."""
-        levels, counts = [], []
-        for i, f in enumerate(feats):
-            h, w = f.shape[-2], f.shape[-1]
-            if self.anchor_style == "torchvision":  # stride = padded size // feature size
-                sy = _as_tensor(padded.shape[-2] // h, torch.float32)
-                sx = _as_tensor(padded.shape[-1] // w, torch.float32)
-            else:
-                sy = sx = self.strides[i]
-            ys = (torch.arange(h, dtype=torch.float32, device=f.device) + self.anchor_offset) * sy
-            xs = (torch.arange(w, dtype=torch.float32, device=f.device) + self.anchor_offset) * sx
-            yy = ys[:, None].expand(h, w)
-            xx = xs[None, :].expand(h, w)
-            shifts = torch.stack((xx, yy, xx, yy), dim=-1).reshape(-1, 1, 4)
-            cell = getattr(self, f"cell_{i}")
-            level = (shifts + cell.view(1, -1, 4)).reshape(-1, 4)
-            levels.append(level)
-            counts.append(level.shape[0])
-        return torch.cat(levels), counts
+        """All levels' anchors (N, 4) from the feature shapes, by the model's AnchorGenerator
+        (its grid, uncached: under tracing the shapes are tensors, so the graph computes the
+        anchors for the input's size); and the count per level."""
+        cells = [getattr(self, f"cell_{i}") for i in range(self.num_levels)]
+        shapes = [(f.shape[-2], f.shape[-1]) for f in feats]
+        levels = self.model.anchor_generator.grid(shapes, (padded.shape[-2], padded.shape[-1]), cells)
+        return torch.cat(levels), [level.shape[0] for level in levels]
 
     # ---------------------------------------------------------------- forward
     def forward(self, images: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor]:
@@ -167,15 +148,7 @@ class ExportableRetinaNet(nn.Module):
         lab = labels.reshape(-1)[flat]
         boxes = m.box_coder.decode(deltas[img * num_anchors + a].float(), anchors[a])
         hf, wf = new_hw[0].to(torch.float32), new_hw[1].to(torch.float32)
-        boxes = torch.stack(
-            (
-                boxes[:, 0].clamp(min=0).minimum(wf),
-                boxes[:, 1].clamp(min=0).minimum(hf),
-                boxes[:, 2].clamp(min=0).minimum(wf),
-                boxes[:, 3].clamp(min=0).minimum(hf),
-            ),
-            dim=1,
-        )
+        boxes = clip_boxes(boxes, hf, wf)
 
         # Class-wise NMS of the whole batch at once: group g = image·K + class, each group
         # shifted to its own tile (see the module docstring); boxes lie within [0, W] x [0, H].
@@ -254,7 +227,7 @@ def export_onnx(
             wrapper, (example,), str(path), dynamo=False, opset_version=opset,
             input_names=["images"], output_names=list(OUTPUT_NAMES),
             dynamic_axes={"images": {0: "batch", 2: "height", 3: "width"}, **{n: {0: "batch"} for n in OUTPUT_NAMES}},
-        )  # fmt: skip
+        )
     return path
 
 

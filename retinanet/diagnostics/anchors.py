@@ -25,7 +25,6 @@ one), feature maps of ceil(padded / 2^l) cells on P3-P7, anchor centres (i + off
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional, Sequence
@@ -37,6 +36,7 @@ from torch import Tensor
 from ..data.common import LARGE_AREA, SMALL_AREA, DetectionDataset
 from ..model.anchors import STRIDES, cell_anchors
 from ..model.config import ModelConfig
+from ..model.preprocess import resize_geometry
 
 SIZE_BUCKETS = ("small", "medium", "large")
 # h/w edges: wide < 1/3 <= ... <= 3 < tall; the middle bucket holds roughly square boxes.
@@ -109,10 +109,8 @@ class NetworkBoxes:
 
 def input_geometry(height: int, width: int, cfg: ModelConfig) -> tuple[tuple[int, int], tuple[int, int]]:
     """((resized h, w), (padded h, w)) of one image, as `RetinaNet.preprocess` computes them."""
-    scale = min(cfg.min_size / min(height, width), cfg.max_size / max(height, width))
-    h, w = math.floor(height * scale), math.floor(width * scale)
-    d = cfg.size_divisor
-    return (h, w), (-(-h // d) * d, -(-w // d) * d)
+    _, resized, padded = resize_geometry(height, width, cfg.min_size, cfg.max_size, cfg.size_divisor)
+    return resized, padded
 
 
 def network_boxes(dataset: DetectionDataset, cfg: ModelConfig) -> NetworkBoxes:
@@ -344,7 +342,7 @@ def class_imbalance(nb: NetworkBoxes, cfg: ModelConfig, num_classes: int, max_im
         "positive_per_image": pos / k, "ignored_per_image": ign / k, "positive_per_object": pos / objs,
         "negative_per_positive_anchor": (n - pos - ign) / pos if pos else None,
         "negative_pairs_per_positive_pair": neg_pairs / pos if pos else None,
-    }  # fmt: skip
+    }
 
 
 def format_imbalance(im: dict) -> str:

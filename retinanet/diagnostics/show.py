@@ -17,11 +17,11 @@ from typing import Optional, Sequence
 import torch
 from torch import Tensor
 
-from .anchors import input_geometry
-from ..model.assignment import Matcher, pairwise_iou
-from ..model.anchors import STRIDES, AnchorGenerator
-from ..model.config import ModelConfig
 from ..data.common import DetectionDataset
+from ..model.anchors import STRIDES, AnchorGenerator
+from ..model.assignment import Matcher, pairwise_iou
+from ..model.config import ModelConfig
+from ..model.preprocess import resize_geometry
 
 
 def anchor_generator(cfg: ModelConfig) -> AnchorGenerator:
@@ -36,7 +36,7 @@ def match_anchors(boxes: Tensor, height: int, width: int, cfg: ModelConfig, gene
     "reached": (n,) bool best_iou >= fg_iou_thresh}; anchors in the image's pixels.
     """
     generator = generator or anchor_generator(cfg)
-    (h, w), (hp, wp) = input_geometry(height, width, cfg)
+    _, (h, w), (hp, wp) = resize_geometry(height, width, cfg.min_size, cfg.max_size, cfg.size_divisor)
     # feature sizes: the backbone's stride-2 convolutions round up
     shapes = [(math.ceil(hp / s), math.ceil(wp / s)) for s in STRIDES]
     anchors, _ = generator(shapes, (hp, wp))

@@ -41,6 +41,25 @@ def cell_anchors(base_size: float, scales_per_octave: int, aspect_ratios: tuple[
     return anchors.round() if style == "torchvision" else anchors
 
 
+def grid_anchors(cell: Tensor, height, width, stride_y, stride_x, offset: float) -> Tensor:
+    """The anchors of one level: the cell anchors `cell` (A, 4) centred on (i + offset)·stride of
+    each location of a `height` x `width` feature map, (height·width·A, 4) xyxy, row-major, in
+    float32 on the cell's device. Sizes and strides may be 0-dim tensors (the export traces
+    them: the grid then follows the input's size)."""
+    ys = (torch.arange(height, dtype=torch.float32, device=cell.device) + offset) * stride_y
+    xs = (torch.arange(width, dtype=torch.float32, device=cell.device) + offset) * stride_x
+    # broadcast instead of meshgrid: expand takes traced sizes, and the values are the same
+    yy = ys[:, None].expand(height, width)
+    xx = xs[None, :].expand(height, width)
+    shifts = torch.stack((xx, yy, xx, yy), dim=-1).reshape(-1, 1, 4)
+    return (shifts + cell.view(1, -1, 4)).reshape(-1, 4)
+
+
+def _stride(v) -> float | Tensor:
+    """A stride as a Python float, or as a float32 0-dim tensor when it is a traced size."""
+    return v.to(torch.float32) if isinstance(v, Tensor) else float(v)
+
+
 class AnchorGenerator:
     """Anchors for all levels of a padded batch, cached per (feature shapes, image size, device).
 
@@ -80,21 +99,26 @@ class AnchorGenerator:
         size (so P6 of an 800-px image has stride 800 // 13 = 61); the geometry of the strided
         convolutions says 2^l, which the exact style uses."""
         if self.style == "torchvision":
-            return [(float(image_size[0] // h), float(image_size[1] // w)) for h, w in feature_shapes]
+            return [(_stride(image_size[0] // h), _stride(image_size[1] // w)) for h, w in feature_shapes]
         return [(float(s), float(s)) for s in self.strides]
+
+    def grid(self, feature_shapes, image_size, cells: list[Tensor] | None = None) -> list[Tensor]:
+        """The anchors of each level (see `grid_anchors`), uncached, on the device of `cells`
+        (default `self.cell`, on the CPU; the export passes copies that follow its device).
+        Sizes may be 0-dim tensors, as tracing gives them."""
+        strides = self.level_strides(feature_shapes, image_size)
+        cells = self.cell if cells is None else cells
+        return [
+            grid_anchors(cell, h, w, sy, sx, self.offset)
+            for (h, w), (sy, sx), cell in zip(feature_shapes, strides, cells)
+        ]
 
     def __call__(self, feature_shapes: list[tuple[int, int]], image_size: tuple[int, int], device: torch.device | None = None) -> tuple[Tensor, list[int]]:
         key = (tuple(feature_shapes), tuple(image_size), str(device))
         hit = self._cache.get(key)
         if hit is not None:
             return hit
-        levels = []
-        for (h, w), (sy, sx), cell in zip(feature_shapes, self.level_strides(feature_shapes, image_size), self.cell):
-            ys = (torch.arange(h, dtype=torch.float32) + self.offset) * sy
-            xs = (torch.arange(w, dtype=torch.float32) + self.offset) * sx
-            yy, xx = torch.meshgrid(ys, xs, indexing="ij")
-            shifts = torch.stack((xx, yy, xx, yy), dim=-1).reshape(-1, 1, 4)
-            levels.append((shifts + cell.view(1, -1, 4)).reshape(-1, 4))
+        levels = self.grid(feature_shapes, image_size)
         anchors = torch.cat(levels).to(device)
         result = (anchors, [lv.shape[0] for lv in levels])
         if len(self._cache) > 64:  # many distinct input sizes (no padding to a fixed size): bound memory

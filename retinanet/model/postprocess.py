@@ -54,6 +54,20 @@ def grouped_nms(boxes: Tensor, scores: Tensor, groups: Tensor, iou_threshold: fl
     return kept[torch.sort(scores[kept], descending=True, stable=True).indices]
 
 
+def clip_boxes(boxes: Tensor, height: Tensor, width: Tensor) -> Tensor:
+    """xyxy boxes (n, 4) clipped to [0, width] x [0, height]; height and width are (n,) (one
+    image size per box) or 0-dim tensors of the boxes' dtype."""
+    return torch.stack(
+        (
+            boxes[:, 0].clamp(min=0).minimum(width),
+            boxes[:, 1].clamp(min=0).minimum(height),
+            boxes[:, 2].clamp(min=0).minimum(width),
+            boxes[:, 3].clamp(min=0).minimum(height),
+        ),
+        dim=1,
+    )
+
+
 def postprocess_detections(
     cls_logits: Tensor,
     box_deltas: Tensor,
@@ -103,15 +117,7 @@ def postprocess_detections(
     a = anchor_idx[img, cand]
     boxes = box_coder.decode(box_deltas[img, a].float(), anchors[a])
     hw = image_sizes.to(boxes)[img]
-    boxes = torch.stack(
-        (
-            boxes[:, 0].clamp(min=0).minimum(hw[:, 1]),
-            boxes[:, 1].clamp(min=0).minimum(hw[:, 0]),
-            boxes[:, 2].clamp(min=0).minimum(hw[:, 1]),
-            boxes[:, 3].clamp(min=0).minimum(hw[:, 0]),
-        ),
-        dim=1,
-    )
+    boxes = clip_boxes(boxes, hw[:, 0], hw[:, 1])
     scores, labels = scores[img, cand], labels[img, cand]
 
     keep = grouped_nms(boxes, scores, img * K + labels, nms_thresh)  # by decreasing score

@@ -6,13 +6,14 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .assignment import BoxCoder
-from .criterion import RetinaNetCriterion
-from .postprocess import postprocess_detections
 from .anchors import AnchorGenerator
+from .assignment import BoxCoder
 from .backbone import ResNetBackbone
+from .criterion import RetinaNetCriterion
 from .fpn import FPN
 from .head import RetinaNetHead
+from .postprocess import postprocess_detections
+from .preprocess import resize_geometry
 
 
 class RetinaNet(nn.Module):
@@ -82,7 +83,7 @@ class RetinaNet(nn.Module):
         if isinstance(images, Tensor) and images.dim() == 3:
             raise ValueError("images: expected a list of (3, H, W) tensors or a (B, 3, H, W) tensor, got one (3, H, W) tensor")
         device = self.pixel_mean.device
-        resized, sizes, orig = [], [], []
+        resized, sizes, padded, orig = [], [], [], []
         for i, img in enumerate(images):
             if img.dim() != 3 or img.shape[0] != 3:
                 raise ValueError(f"image {i}: expected shape (3, H, W), got {tuple(img.shape)}")
@@ -92,17 +93,18 @@ class RetinaNet(nn.Module):
             min_size = self.min_size
             if self.training and self.train_min_sizes:  # scale jitter (Table 2), torch's RNG for reproducible runs
                 min_size = self.train_min_sizes[int(torch.randint(len(self.train_min_sizes), ()))]
-            scale = min(min_size / min(h, w), self.max_size / max(h, w))
-            # Normalize, then resize with the call of torchvision's detection transform (output
-            # size floor(side·scale)): the same order and ops, so converted weights see the same input.
+            _, size, pad = resize_geometry(h, w, min_size, self.max_size, self.size_divisor)
+            # Normalize, then resize as torchvision's detection transform does (the same order and
+            # ops; its recompute_scale_factor=True call resizes to this size), so converted weights
+            # see the same input.
             img = (img - self.pixel_mean) / self.pixel_std
-            img = F.interpolate(img[None], scale_factor=scale, mode="bilinear", recompute_scale_factor=True, align_corners=False)[0]
+            img = F.interpolate(img[None], size=size, mode="bilinear", align_corners=False)[0]
             resized.append(img)
-            sizes.append(img.shape[-2:])
+            sizes.append(size)
+            padded.append(pad)
             orig.append((h, w))
-        d = self.size_divisor
-        hp = -(-max(s[0] for s in sizes) // d) * d
-        wp = -(-max(s[1] for s in sizes) // d) * d
+        # a multiple of size_divisor that holds every image: the largest padded size
+        hp, wp = max(p[0] for p in padded), max(p[1] for p in padded)
         batch = resized[0].new_zeros((len(resized), 3, hp, wp))
         for b, img in zip(batch, resized):
             b[:, : img.shape[1], : img.shape[2]].copy_(img)

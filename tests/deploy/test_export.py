@@ -144,6 +144,29 @@ def test_torchscript_parity_at_another_size_and_batch(model, tmp_path):
     assert c["max_box_diff"] < 1e-4 and c["max_score_diff"] < 1e-6
 
 
+# Sizes where the max_size cap binds and Python's min_size / side (the eager model) and torch's
+# number / tensor (reciprocal · number) differ by an ulp that the floor turns into a pixel:
+# 40x58 -> 154x224 (not 154x223), 70x40 -> 224x128 (not 223x127) at 160 / 224.
+CAPPED_SIZES = [(40, 58), (70, 40)]
+
+
+def test_export_resizes_as_the_model_where_the_cap_binds(model, onnx_file, tmp_path):
+    wrapper = ExportableRetinaNet(model).eval()
+    path = export_torchscript(model, tmp_path / "retinanet.pt", example=_batch(model, 1, SIZES[0], seed=0))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", FutureWarning)  # torch.jit.load is deprecated
+        traced = torch.jit.load(str(path))
+    for size in CAPPED_SIZES:
+        images = _batch(model, 1, size, seed=3)
+        with torch.no_grad():
+            assert wrapper.preprocess(images)[1].tolist() == model.preprocess(list(images))[1][0].tolist()
+            eager = model(list(images))
+            for got in (unpad_detections(*traced(images)), run_onnx(onnx_session(onnx_file), images)):
+                c = compare_detections(eager, got)
+                assert c["detections"] > 0 and c["same_counts"] and c["same_labels"]
+                assert c["max_box_diff"] < 1e-3 and c["max_score_diff"] < 1e-4
+
+
 def test_cli_export_onnx_checks_against_eager(tmp_path, capsys):
     torch.manual_seed(0)
     cfg = Config()

@@ -75,7 +75,7 @@ def _value_and_grad(fn, x, *args, weights=None, **kw):
     return out.detach(), x.grad
 
 
-# ---------------------------------------------------------------- SPEC §1 worked example
+# ---------------------------------------------------------------- worked example: a hard and an easy example (§3.2)
 def test_worked_example(path):
     """p_t = 0.11 (hard) and p_t = 0.89 (easy): CE and FL(γ=2, no α), natural and base-10 logs."""
     x = torch.full((2, 4), math.log(0.11 / 0.89))  # p = σ(x) = 0.11
