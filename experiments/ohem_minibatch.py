@@ -17,11 +17,11 @@ from pathlib import Path
 
 import torch
 
-from retinanet.model import ohem
-from retinanet.config import load_config
-from retinanet.data.common import collate_fn
 from retinanet import build_model, load_model
+from retinanet.config import load_config
 from retinanet.data.build import build_datasets
+from retinanet.data.common import collate_fn
+from retinanet.model import ohem
 
 
 def minibatch_counts(model, images, targets) -> tuple[float, float]:
@@ -49,7 +49,10 @@ def main() -> None:
     p.add_argument("runs", nargs="+", type=Path)
     p.add_argument("--images", type=int, default=16)
     args = p.parse_args()
-    print("| run | batch | NMS | 1:3 | init: pos / neg kept per image | trained: pos / neg | val images with a detection | AP |")
+    print(
+        "| run | batch | NMS | 1:3 | init: pos / neg kept per image | trained: pos / neg "
+        "| val images with a detection | AP |"
+    )
     print("|---|---|---|---|---|---|---|---|")
     for run in args.runs:
         if not (run / "config.yaml").is_file() or not (run / "model_final.pth").is_file():
@@ -75,8 +78,11 @@ def main() -> None:
             with_det = sum(len(d["scores"]) > 0 for d in model(val_images))
         result = run / "result.json"
         ap = f"{json.loads(result.read_text())['metrics']['AP']:.1f}" if result.is_file() else "-"
-        print(f"| {run.name} | {m.ohem_batch_size} | {m.ohem_nms_thresh} | {'yes' if m.ohem_pos_fraction else 'no'} | "
-              f"{cells[0]} | {cells[1]} | {with_det} / {len(val_images)} | {ap} |", flush=True)
+        print(
+            f"| {run.name} | {m.ohem_batch_size} | {m.ohem_nms_thresh} | {'yes' if m.ohem_pos_fraction else 'no'} | "
+            f"{cells[0]} | {cells[1]} | {with_det} / {len(val_images)} | {ap} |",
+            flush=True,
+        )
 
 
 if __name__ == "__main__":

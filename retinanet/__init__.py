@@ -8,7 +8,16 @@ from .model.config import ModelConfig
 from .model.retinanet import RetinaNet
 from .weights import VARIANTS, LoadedModel, from_torchvision, get_model, load_model
 
-__all__ = ["RetinaNet", "ModelConfig", "LoadedModel", "build_model", "get_model", "load_model", "from_torchvision", "VARIANTS"]
+__all__ = [
+    "RetinaNet",
+    "ModelConfig",
+    "LoadedModel",
+    "build_model",
+    "get_model",
+    "load_model",
+    "from_torchvision",
+    "VARIANTS",
+]
 __version__ = "0.1.0"
 
 # `retinanet.losses` is public API (import retinanet.losses, from retinanet.losses import ...):

@@ -236,7 +236,7 @@ def _type_name(tp: Any) -> str:
 
 
 def _wrong_value(key: str, tp: Any, value: Any) -> str:
-    """"{key}={value!r}: expected ..." for a value that does not fit type `tp`."""
+    """ "{key}={value!r}: expected ..." for a value that does not fit type `tp`."""
     args = get_args(tp)
     fixed_tuple = get_origin(tp) is tuple and Ellipsis not in args
     if fixed_tuple and isinstance(value, (list, tuple)) and len(value) != len(args):

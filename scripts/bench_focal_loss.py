@@ -86,12 +86,8 @@ def main() -> None:
         "ours (compiled, recompute bwd)": recompute(ours),
         "ours (eager fallback)": eager(ours),
         "torchvision": lambda xx: torchvision.ops.sigmoid_focal_loss(xx, t, reduction="sum"),
-        "ours from labels (compiled)": lambda xx: losses.focal_loss_from_labels(
-            xx.view_as(xl), labels
-        ),
-        "ours from labels (eager)": eager(
-            lambda xx: losses.focal_loss_from_labels(xx.view_as(xl), labels)
-        ),
+        "ours from labels (compiled)": lambda xx: losses.focal_loss_from_labels(xx.view_as(xl), labels),
+        "ours from labels (eager)": eager(lambda xx: losses.focal_loss_from_labels(xx.view_as(xl), labels)),
     }
     t0 = time.perf_counter()
     for _ in range(args.warmup):
@@ -114,10 +110,11 @@ def main() -> None:
     for name, m in med.items():
         print(f"  {name:32s} {m * 1e3:8.1f} ms   (min {min(times[name]) * 1e3:.1f})")
     tv = med["torchvision"]
-    print(f"  speed-up vs torchvision: compiled {tv / med['ours (compiled)']:.1f}x, "
-          f"eager fallback {tv / med['ours (eager fallback)']:.2f}x")
-    print(f"  labels path / dense compiled path: "
-          f"{med['ours from labels (compiled)'] / med['ours (compiled)']:.2f}")
+    print(
+        f"  speed-up vs torchvision: compiled {tv / med['ours (compiled)']:.1f}x, "
+        f"eager fallback {tv / med['ours (eager fallback)']:.2f}x"
+    )
+    print(f"  labels path / dense compiled path: {med['ours from labels (compiled)'] / med['ours (compiled)']:.2f}")
 
 
 if __name__ == "__main__":

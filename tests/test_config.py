@@ -71,8 +71,12 @@ def test_yaml_differences_apply(tmp_path):
     assert cfg.train.lr_steps == (6, 8) and cfg.seed == 3
     assert cfg.model.focal_gamma == 2.0 and cfg.train.momentum == 0.9  # the rest untouched
     assert diff_from_defaults(cfg) == {
-        "model.backbone": "resnet18", "model.focal_alpha": None, "train.weight_decay": 1e-5,
-        "train.lr_steps": [6, 8], "train.max_iter": 10, "seed": 3,
+        "model.backbone": "resnet18",
+        "model.focal_alpha": None,
+        "train.weight_decay": 1e-5,
+        "train.lr_steps": [6, 8],
+        "train.max_iter": 10,
+        "seed": 3,
     }
 
 
@@ -90,19 +94,22 @@ def test_base_include_one_level(tmp_path):
 
 
 def test_dotted_overrides_with_coercion():
-    cfg = load_config(None, [
-        "model.focal_gamma=0",  # int -> float
-        "model.focal_alpha=null",  # Optional
-        "train.lr_steps=[600,800]",  # list -> tuple
-        "train.max_iter=1000",
-        "model.anchor_sizes=[16, 32, 64, 128, 256]",
-        "model.pretrained_backbone=/weights/r50.pth",  # bool | str
-        "model.head_norm=gn",
-        "train.clip_grad_norm=10",
-        "train.amp=bf16",
-        "data.keep_empty=true",
-        "output_dir=out/x",
-    ])
+    cfg = load_config(
+        None,
+        [
+            "model.focal_gamma=0",  # int -> float
+            "model.focal_alpha=null",  # Optional
+            "train.lr_steps=[600,800]",  # list -> tuple
+            "train.max_iter=1000",
+            "model.anchor_sizes=[16, 32, 64, 128, 256]",
+            "model.pretrained_backbone=/weights/r50.pth",  # bool | str
+            "model.head_norm=gn",
+            "train.clip_grad_norm=10",
+            "train.amp=bf16",
+            "data.keep_empty=true",
+            "output_dir=out/x",
+        ],
+    )
     assert cfg.model.focal_gamma == 0.0 and isinstance(cfg.model.focal_gamma, float)
     assert cfg.model.focal_alpha is None
     assert cfg.train.lr_steps == (600, 800) and cfg.train.max_iter == 1000
@@ -162,8 +169,10 @@ def test_unknown_key_names_it_and_suggests(tmp_path):
         ("model.focal_alpha=x", r"model\.focal_alpha='x': expected Optional\[float\], got str"),
         ("output_dir=2024-01-01", r"output_dir=datetime\.date\(2024, 1, 1\): expected str, got date"),
         # Literal choices, listed, also for the model's (and Optional ones with their None).
-        ("model.cls_loss=FOCAL",
-         r"^override: model\.cls_loss='FOCAL': expected one of \['focal', 'ce', 'fl_star', 'ohem'\]"),
+        (
+            "model.cls_loss=FOCAL",
+            r"^override: model\.cls_loss='FOCAL': expected one of \['focal', 'ce', 'fl_star', 'ohem'\]",
+        ),
         ("model.head_norm=GN", r"model\.head_norm='GN': expected one of \['gn', None\]"),
         ("eval.backend=coco", r"eval\.backend='coco': expected one of \['faster_coco_eval', 'pycocotools'\]"),
         ("model.backbon=resnet18", r"unknown config key 'model\.backbon'; did you mean 'model\.backbone'"),
@@ -176,8 +185,17 @@ def test_wrong_values_are_errors(override, pattern):
 
 
 def test_lossless_conversions():
-    cfg = load_config(None, ["train.max_iter=9e4", "train.lr_steps=[6e4, 8e4]", "model.train_min_sizes=[640, 672.0]",
-                             "model.focal_gamma=1", "train.device=on", "train.clip_grad_norm=null"])
+    cfg = load_config(
+        None,
+        [
+            "train.max_iter=9e4",
+            "train.lr_steps=[6e4, 8e4]",
+            "model.train_min_sizes=[640, 672.0]",
+            "model.focal_gamma=1",
+            "train.device=on",
+            "train.clip_grad_norm=null",
+        ],
+    )
     assert cfg.train.max_iter == 90000 and type(cfg.train.max_iter) is int  # YAML reads 9e4 as a float
     assert cfg.train.lr_steps == (60000, 80000) and all(type(s) is int for s in cfg.train.lr_steps)
     assert cfg.model.train_min_sizes == (640, 672) and type(cfg.model.focal_gamma) is float
@@ -254,8 +272,17 @@ def test_steps_beyond_max_iter_warn():
 
 
 def test_save_load_round_trip(tmp_path):
-    cfg = load_config(None, ["model.backbone=resnet18", "model.focal_alpha=null", "train.lr_steps=[6,8]",
-                             "train.max_iter=10", "train.warmup_factor=0.001", "model.pretrained_backbone=w.pth"])
+    cfg = load_config(
+        None,
+        [
+            "model.backbone=resnet18",
+            "model.focal_alpha=null",
+            "train.lr_steps=[6,8]",
+            "train.max_iter=10",
+            "train.warmup_factor=0.001",
+            "model.pretrained_backbone=w.pth",
+        ],
+    )
     path = tmp_path / "run" / "config.yaml"
     save_config(cfg, path)
     assert [p.name for p in path.parent.iterdir()] == ["config.yaml"]  # no temp file left behind
@@ -277,8 +304,11 @@ def test_shipped_configs_load(path):
 
 
 def test_coco_configs_are_the_papers_recipe():
-    for name, backbone in [("retinanet_r50_fpn_1x", "resnet50"), ("retinanet_r101_fpn_1x", "resnet101"),
-                           ("retinanet_x101_32x8d_fpn_1x", "resnext101_32x8d")]:
+    for name, backbone in [
+        ("retinanet_r50_fpn_1x", "resnet50"),
+        ("retinanet_r101_fpn_1x", "resnet101"),
+        ("retinanet_x101_32x8d_fpn_1x", "resnext101_32x8d"),
+    ]:
         cfg = load_config(CONFIGS / "coco" / f"{name}.yaml")
         assert cfg.model.backbone == backbone and cfg.model.pretrained_backbone is True
         assert cfg.model.norm == "frozen_bn" and cfg.model.min_size == 800 and cfg.model.num_classes == 80

@@ -39,15 +39,16 @@ COMMANDS = (train, predict, data, experiment)
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="retinanet", formatter_class=FMT,
+        prog="retinanet",
+        formatter_class=FMT,
         description=wrap("RetinaNet and the focal loss (Lin et al., 2017): train, evaluate, predict, export, analyse."),
         epilog="examples:\n"
-               "  retinanet demo                               # synthetic data, train on CPU, AP table, detections.png\n"
-               "  retinanet train configs/coco/retinanet_r50_fpn_1x.yaml data.train_path=... data.val_path=...\n"
-               "  torchrun --nproc_per_node 8 -m retinanet train configs/coco/retinanet_r50_fpn_1x.yaml ...\n"
-               "  retinanet export --weights model_final.pth --format onnx --out retinanet.onnx\n"
-               "  retinanet analyze anchors data/synth --config configs/synth/retinanet_r18_synth.yaml\n"
-               "  retinanet <command> --help",
+        "  retinanet demo                               # synthetic data, train on CPU, AP table, detections.png\n"
+        "  retinanet train configs/coco/retinanet_r50_fpn_1x.yaml data.train_path=... data.val_path=...\n"
+        "  torchrun --nproc_per_node 8 -m retinanet train configs/coco/retinanet_r50_fpn_1x.yaml ...\n"
+        "  retinanet export --weights model_final.pth --format onnx --out retinanet.onnx\n"
+        "  retinanet analyze anchors data/synth --config configs/synth/retinanet_r18_synth.yaml\n"
+        "  retinanet <command> --help",
     )
     parser.add_argument("--version", action="version", version=f"retinanet {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
@@ -73,7 +74,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     try:
         # parse_known_args, so that KEY=VALUE may also follow options (`train cfg.yaml --resume a=b`)
         args, extra = parser.parse_known_args(argv)
-        unknown = [s for s in extra if not (getattr(args, "takes_overrides", False) and "=" in s and not s.startswith("-"))]
+        unknown = [
+            s for s in extra if not (getattr(args, "takes_overrides", False) and "=" in s and not s.startswith("-"))
+        ]
         if unknown:
             parser.error(f"unrecognized arguments: {' '.join(unknown)}")
         if extra:
@@ -88,7 +91,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     except (CliError, DatasetError, FileNotFoundError, FileExistsError) as e:
         print(f"error: {e}", file=sys.stderr)
     except KeyboardInterrupt:
-        print("interrupted" + ("; continue with --resume" if args.command in ("train", "demo") else ""), file=sys.stderr)
+        print(
+            "interrupted" + ("; continue with --resume" if args.command in ("train", "demo") else ""), file=sys.stderr
+        )
         return EXIT_INTERRUPTED
     return EXIT_USAGE
 

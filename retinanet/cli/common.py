@@ -17,9 +17,7 @@ SYNTH_CONFIG = project_path("configs/synth/retinanet_r18_synth.yaml")
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
 
 FMT = argparse.RawDescriptionHelpFormatter
-OVERRIDES_HELP = (
-    "dotted overrides of the config, e.g. train.max_iter=1000 model.focal_gamma=0 train.lr_steps=[600,800]"
-)
+OVERRIDES_HELP = "dotted overrides of the config, e.g. train.max_iter=1000 model.focal_gamma=0 train.lr_steps=[600,800]"
 
 
 class CliError(Exception):

@@ -50,7 +50,9 @@ def _analysis_dataset(args: argparse.Namespace):
         if len(splits) > 1 and "train" in splits:
             split = "train"  # the anchors are for training
     try:
-        return build_dataset(args.kind, args.dataset, split=split, images_dir=args.images_dir, class_map=args.class_map, on_bad="skip")
+        return build_dataset(
+            args.kind, args.dataset, split=split, images_dir=args.images_dir, class_map=args.class_map, on_bad="skip"
+        )
     except TypeError as e:  # an option the dataset kind does not take
         raise CliError(str(e)) from None
 
@@ -71,18 +73,25 @@ def cmd_data_show(args: argparse.Namespace) -> int:
     if not indices:
         raise CliError(f"no image with boxes in {dataset.source}")
     m = cfg.model
-    print(f"{dataset.source}: {len(indices)} of {len(dataset)} images; anchors {tuple(m.anchor_sizes)} x "
-          f"{m.scales_per_octave} scales x ratios {tuple(m.aspect_ratios)}, input {m.min_size}/{m.max_size}, "
-          f"positive at IoU >= {m.fg_iou_thresh:g}" + (" (+ low-quality matches)" if m.allow_low_quality_matches else ""))
+    print(
+        f"{dataset.source}: {len(indices)} of {len(dataset)} images; anchors {tuple(m.anchor_sizes)} x "
+        f"{m.scales_per_octave} scales x ratios {tuple(m.aspect_ratios)}, input {m.min_size}/{m.max_size}, "
+        f"positive at IoU >= {m.fg_iou_thresh:g}" + (" (+ low-quality matches)" if m.allow_low_quality_matches else "")
+    )
     results = show_images(dataset, m, args.out, indices)
     boxes = unreached = 0
     for r in results:
         boxes += r["boxes"]
         unreached += r["unreached"]
-        print(f"  {r['file_name']}: {r['boxes']} boxes, positive anchors per box {r['positives']}"
-              + (f", {r['unreached']} without an anchor at IoU >= {m.fg_iou_thresh:g}" if r["unreached"] else "")
-              + f" -> {r['path']}")
-    print(f"{boxes} boxes, {unreached} without an anchor at IoU >= {m.fg_iou_thresh:g} (red, crossed): pictures in {args.out}/")
+        print(
+            f"  {r['file_name']}: {r['boxes']} boxes, positive anchors per box {r['positives']}"
+            + (f", {r['unreached']} without an anchor at IoU >= {m.fg_iou_thresh:g}" if r["unreached"] else "")
+            + f" -> {r['path']}"
+        )
+    print(
+        f"{boxes} boxes, {unreached} without an anchor at IoU >= {m.fg_iou_thresh:g} (red, crossed): "
+        f"pictures in {args.out}/"
+    )
     return EXIT_OK
 
 
@@ -123,15 +132,22 @@ def cmd_analyze_loss_cdf(args: argparse.Namespace) -> int:
     pos, neg = collect_pt(model.to(device), val_ds, device, max_images=args.max_images)
     gammas = tuple(float(g) for g in args.gammas.split(","))
     out, summary = plot_fig4(pos, neg, args.out, gammas)
-    print(f"{len(pos):,} positive and {len(neg):,} negative samples from {min(len(val_ds), args.max_images)} images of {val_ds.source}")
-    print("| γ | share of the negatives' loss in their hardest 1% | share of the positives' loss in their hardest 20% |")
+    print(
+        f"{len(pos):,} positive and {len(neg):,} negative samples from {min(len(val_ds), args.max_images)} "
+        f"images of {val_ds.source}"
+    )
+    print(
+        "| γ | share of the negatives' loss in their hardest 1% | share of the positives' loss in their hardest 20% |"
+    )
     print("|---|---|---|")
     for g, s in summary.items():
         print(f"| {g} | {s['negatives_hardest_1pct_share']:.3f} | {s['positives_hardest_20pct_share']:.3f} |")
     print(f"figure: {out}")
     if args.json:
         Path(args.json).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.json).write_text(json.dumps({"positives": len(pos), "negatives": len(neg), "gammas": summary}, indent=1))
+        Path(args.json).write_text(
+            json.dumps({"positives": len(pos), "negatives": len(neg), "gammas": summary}, indent=1)
+        )
     return EXIT_OK
 
 
@@ -140,12 +156,20 @@ def cmd_data_synth(args: argparse.Namespace) -> int:
 
     start = time.perf_counter()
     try:
-        root = ensure_synthetic(args.out, seed=args.seed, workers=args.workers,
-                                num_train=args.train, num_val=args.val, image_size=args.image_size)
+        root = ensure_synthetic(
+            args.out,
+            seed=args.seed,
+            workers=args.workers,
+            num_train=args.train,
+            num_val=args.val,
+            image_size=args.image_size,
+        )
     except ValueError as e:  # an existing dataset made with other parameters
         raise CliError(str(e)) from None
-    print(f"synthetic dataset ({args.train} train + {args.val} val images, seed {args.seed}): {root} "
-          f"({time.perf_counter() - start:.1f} s)")
+    print(
+        f"synthetic dataset ({args.train} train + {args.val} val images, seed {args.seed}): {root} "
+        f"({time.perf_counter() - start:.1f} s)"
+    )
     print(f"train on it: retinanet train data.train_path={root}")
     return EXIT_OK
 
@@ -155,8 +179,13 @@ def cmd_data_check(args: argparse.Namespace) -> int:
 
     try:
         summary = check_dataset(
-            args.path, args.kind, split=args.split, images_dir=args.images_dir, class_map=args.class_map,
-            verify_images=args.verify_images, on_bad=args.on_bad,
+            args.path,
+            args.kind,
+            split=args.split,
+            images_dir=args.images_dir,
+            class_map=args.class_map,
+            verify_images=args.verify_images,
+            on_bad=args.on_bad,
         )
     except TypeError as e:  # an option the dataset kind does not take (--class-map for COCO, ...)
         raise CliError(str(e)) from None
@@ -167,21 +196,30 @@ def cmd_data_check(args: argparse.Namespace) -> int:
 def add_parsers(sub) -> None:
     """The parsers of data (synth, check, show) and analyze (anchors, loss-cdf)."""
     p = sub.add_parser(
-        "data", help="make, check or show a dataset", formatter_class=FMT,
-        description=wrap("Datasets: `data synth` writes the built-in synthetic dataset, `data check` describes one, "
-                    "`data show` draws its ground truth with the anchors training would assign."),
-        epilog="examples:\n  retinanet data synth --out data/synth\n  retinanet data check data/synth/annotations/instances_val.json\n"
-               "  retinanet data show data/synth --out show/",
+        "data",
+        help="make, check or show a dataset",
+        formatter_class=FMT,
+        description=wrap(
+            "Datasets: `data synth` writes the built-in synthetic dataset, `data check` describes one, "
+            "`data show` draws its ground truth with the anchors training would assign."
+        ),
+        epilog="examples:\n  retinanet data synth --out data/synth\n"
+        "  retinanet data check data/synth/annotations/instances_val.json\n"
+        "  retinanet data show data/synth --out show/",
     )
     data = p.add_subparsers(dest="data_command", metavar="{synth,check,show}", required=True)
 
     q = data.add_parser(
-        "synth", help="write the synthetic shapes dataset (COCO format)", formatter_class=FMT,
-        description=wrap("Write the synthetic dataset: DIR/train, DIR/val, DIR/annotations/instances_{train,val}.json. "
-                    "An existing complete dataset with the same parameters is reused."),
+        "synth",
+        help="write the synthetic shapes dataset (COCO format)",
+        formatter_class=FMT,
+        description=wrap(
+            "Write the synthetic dataset: DIR/train, DIR/val, DIR/annotations/instances_{train,val}.json. "
+            "An existing complete dataset with the same parameters is reused."
+        ),
         epilog="examples:\n  retinanet data synth --out data/synth\n"
-               "  retinanet data synth --out /tmp/tiny --train 8 --val 4 --seed 1\n"
-               "  retinanet train data.train_path=data/synth",
+        "  retinanet data synth --out /tmp/tiny --train 8 --val 4 --seed 1\n"
+        "  retinanet train data.train_path=data/synth",
     )
     q.add_argument("--out", required=True, metavar="DIR", help="the dataset folder (created)")
     q.add_argument("--seed", type=int, default=0, metavar="S", help="random seed (default 0)")
@@ -192,43 +230,60 @@ def add_parsers(sub) -> None:
     q.set_defaults(func=cmd_data_synth)
 
     q = data.add_parser(
-        "check", help="load a dataset and describe it", formatter_class=FMT,
-        description=wrap("Load a dataset (COCO JSON or folder, VOC folder, CSV file) and print images, boxes per "
-                    "class, box sizes and any bad entries. Exit status 1 when entries were skipped, 2 when "
-                    "the dataset cannot be loaded."),
+        "check",
+        help="load a dataset and describe it",
+        formatter_class=FMT,
+        description=wrap(
+            "Load a dataset (COCO JSON or folder, VOC folder, CSV file) and print images, boxes per "
+            "class, box sizes and any bad entries. Exit status 1 when entries were skipped, 2 when "
+            "the dataset cannot be loaded."
+        ),
         epilog="examples:\n"
-               "  retinanet data check coco/annotations/instances_val2017.json --images-dir coco/val2017\n"
-               "  retinanet data check VOCdevkit/VOC2007 --split test\n"
-               "  retinanet data check annotations.csv --class-map classes.csv\n"
-               "  retinanet data check data/synth --split val --on-bad error",
+        "  retinanet data check coco/annotations/instances_val2017.json --images-dir coco/val2017\n"
+        "  retinanet data check VOCdevkit/VOC2007 --split test\n"
+        "  retinanet data check annotations.csv --class-map classes.csv\n"
+        "  retinanet data check data/synth --split val --on-bad error",
     )
     q.add_argument("path", metavar="PATH", help="a COCO .json or folder, a VOC folder, or a CSV annotations file")
     q.add_argument("--kind", choices=("coco", "voc", "csv"), help="default: detected from PATH")
     q.add_argument("--split", help="COCO folder: annotations/instances_<split>.json; VOC: ImageSets/Main/<split>.txt")
     q.add_argument("--images-dir", metavar="D", help="COCO: the image folder (default: inferred)")
     q.add_argument("--class-map", metavar="F", help="CSV: the class_name,id file")
-    q.add_argument("--on-bad", choices=("skip", "error"), default="skip",
-                   help="skip bad entries and count them (default), or stop at the first")
+    q.add_argument(
+        "--on-bad",
+        choices=("skip", "error"),
+        default="skip",
+        help="skip bad entries and count them (default), or stop at the first",
+    )
     q.add_argument("--verify-images", action="store_true", help="decode every image once")
     q.add_argument("--json", action="store_true", help="print the summary as JSON")
     q.set_defaults(func=cmd_data_check)
 
     q = data.add_parser(
-        "show", help="draw ground truth with the anchors that would be its positives", formatter_class=FMT,
+        "show",
+        help="draw ground truth with the anchors that would be its positives",
+        formatter_class=FMT,
         usage="retinanet data show [-h] DATASET --out DIR [--num N | --index I ...] [--config CONFIG] [KEY=VALUE ...]",
-        description=wrap("Draw images of a dataset with their ground-truth boxes and, for each box, the anchors that "
-                    "training would make its positives (the model's resize, anchors and matcher: IoU >= "
-                    "model.fg_iou_thresh, thin outlines; low-quality matches dotted). Boxes that no anchor reaches at "
-                    "that IoU are drawn red and crossed, with their best IoU. One PNG per image in DIR. The anchors "
-                    "and input scale come from --config (default: the paper's) and KEY=VALUE overrides."),
+        description=wrap(
+            "Draw images of a dataset with their ground-truth boxes and, for each box, the anchors that "
+            "training would make its positives (the model's resize, anchors and matcher: IoU >= "
+            "model.fg_iou_thresh, thin outlines; low-quality matches dotted). Boxes that no anchor reaches at "
+            "that IoU are drawn red and crossed, with their best IoU. One PNG per image in DIR. The anchors "
+            "and input scale come from --config (default: the paper's) and KEY=VALUE overrides."
+        ),
         epilog="examples:\n"
-               "  retinanet data show data/synth --config configs/synth/retinanet_r18_synth.yaml --out show/\n"
-               "  retinanet data show coco/annotations/instances_val2017.json --out show/ --num 4 anchor_sizes=[16,32,64,128,256]\n"
-               "  retinanet data show VOCdevkit/VOC2007 --split test --index 0 --index 7 --out show/",
+        "  retinanet data show data/synth --config configs/synth/retinanet_r18_synth.yaml --out show/\n"
+        "  retinanet data show coco/annotations/instances_val2017.json --out show/ --num 4 \\\n"
+        "      anchor_sizes=[16,32,64,128,256]\n"
+        "  retinanet data show VOCdevkit/VOC2007 --split test --index 0 --index 7 --out show/",
     )
     q.add_argument("dataset", metavar="DATASET", help="a COCO .json or folder, a VOC folder, or a CSV annotations file")
-    q.add_argument("args", nargs="*", metavar="KEY=VALUE",
-                   help="config overrides; a bare model option means model.<option> (anchor_sizes=[16,32,64,128,256])")
+    q.add_argument(
+        "args",
+        nargs="*",
+        metavar="KEY=VALUE",
+        help="config overrides; a bare model option means model.<option> (anchor_sizes=[16,32,64,128,256])",
+    )
     q.add_argument("--out", required=True, metavar="DIR", help="the folder of the pictures (created)")
     q.add_argument("--num", type=int, default=8, metavar="N", help="the first N images with boxes (default 8)")
     q.add_argument("--index", type=int, action="append", metavar="I", help="draw image I (0-based; repeatable) instead")
@@ -236,49 +291,78 @@ def add_parsers(sub) -> None:
     q.set_defaults(func=cmd_data_show, takes_overrides=True)
 
     p = sub.add_parser(
-        "analyze", help="anchor coverage of a dataset; the loss distribution of a trained model (Fig. 4)", formatter_class=FMT,
-        description=wrap("Analyses: `analyze anchors` measures how many ground-truth boxes the anchors can reach; "
-                    "`analyze loss-cdf` draws the paper's Fig. 4 for a trained model."),
+        "analyze",
+        help="anchor coverage of a dataset; the loss distribution of a trained model (Fig. 4)",
+        formatter_class=FMT,
+        description=wrap(
+            "Analyses: `analyze anchors` measures how many ground-truth boxes the anchors can reach; "
+            "`analyze loss-cdf` draws the paper's Fig. 4 for a trained model."
+        ),
         epilog="examples:\n  retinanet analyze anchors data/synth --config configs/synth/retinanet_r18_synth.yaml",
     )
     analyze = p.add_subparsers(dest="analyze_command", metavar="{anchors,loss-cdf}", required=True)
     q = analyze.add_parser(
-        "anchors", help="anchor coverage by box size and aspect ratio, and better anchors", formatter_class=FMT,
-        usage="retinanet analyze anchors [-h] DATASET [--out PNG] [--json FILE] [--no-search] [--config CONFIG] [KEY=VALUE ...]",
-        description=wrap("For the configured anchors (--config, default the paper's, and KEY=VALUE overrides), the share "
-                    "of the dataset's ground-truth boxes that have at least one anchor at IoU >= model.fg_iou_thresh "
-                    "(0.5), i.e. at least one real positive in training, at the model's input scale: overall, by "
-                    "COCO size bucket (small < 32², medium, large > 96², original pixels) and by aspect ratio h/w. "
-                    "Then a grid search over anchor sizes (the P3 size, doubling per level), scales per octave and "
-                    "aspect ratios proposes the setting with the highest coverage and prints its overrides. Writes "
-                    "a plot (PNG) of both."),
+        "anchors",
+        help="anchor coverage by box size and aspect ratio, and better anchors",
+        formatter_class=FMT,
+        usage="retinanet analyze anchors [-h] DATASET [--out PNG] [--json FILE] [--no-search] [--config CONFIG] "
+        "[KEY=VALUE ...]",
+        description=wrap(
+            "For the configured anchors (--config, default the paper's, and KEY=VALUE overrides), the share "
+            "of the dataset's ground-truth boxes that have at least one anchor at IoU >= model.fg_iou_thresh "
+            "(0.5), i.e. at least one real positive in training, at the model's input scale: overall, by "
+            "COCO size bucket (small < 32², medium, large > 96², original pixels) and by aspect ratio h/w. "
+            "Then a grid search over anchor sizes (the P3 size, doubling per level), scales per octave and "
+            "aspect ratios proposes the setting with the highest coverage and prints its overrides. Writes "
+            "a plot (PNG) of both."
+        ),
         epilog="examples:\n"
-               "  retinanet analyze anchors data/synth --config configs/synth/retinanet_r18_synth.yaml --out coverage.png\n"
-               "  retinanet analyze anchors coco/annotations/instances_train2017.json --json coverage.json\n"
-               "  retinanet analyze anchors data/synth model.min_size=320 model.max_size=320 anchor_sizes=[16,32,64,128,256]",
+        "  retinanet analyze anchors data/synth --config configs/synth/retinanet_r18_synth.yaml --out coverage.png\n"
+        "  retinanet analyze anchors coco/annotations/instances_train2017.json --json coverage.json\n"
+        "  retinanet analyze anchors data/synth model.min_size=320 model.max_size=320 anchor_sizes=[16,32,64,128,256]",
     )
     q.add_argument("dataset", metavar="DATASET", help="a COCO .json or folder, a VOC folder, or a CSV annotations file")
-    q.add_argument("args", nargs="*", metavar="KEY=VALUE",
-                   help="config overrides; a bare model option means model.<option> (anchor_sizes=[16,32,64,128,256])")
+    q.add_argument(
+        "args",
+        nargs="*",
+        metavar="KEY=VALUE",
+        help="config overrides; a bare model option means model.<option> (anchor_sizes=[16,32,64,128,256])",
+    )
     q.add_argument("--out", default="anchor_coverage.png", metavar="PNG", help="the plot (default anchor_coverage.png)")
     q.add_argument("--json", metavar="FILE", help="also write the report as JSON")
     q.add_argument("--no-search", action="store_true", help="measure the configured anchors only")
-    q.add_argument("--sample", type=int, default=5000, metavar="N",
-                   help="boxes each search candidate is scored on (default 5000; the proposal is then measured on all)")
+    q.add_argument(
+        "--sample",
+        type=int,
+        default=5000,
+        metavar="N",
+        help="boxes each search candidate is scored on (default 5000; the proposal is then measured on all)",
+    )
     dataset_options(q)
     q.set_defaults(func=cmd_analyze_anchors, takes_overrides=True)
 
     q = analyze.add_parser(
-        "loss-cdf", help="Fig. 4: the CDF of the normalized loss of a trained model", formatter_class=FMT,
-        usage="retinanet analyze loss-cdf [-h] --weights W [--out PNG] [--gammas G,...] [--max-images N] [KEY=VALUE ...]",
-        description=wrap("The paper's Fig. 4 (§5.1, analysis of the focal loss): run a trained model (its saved config "
-                    "says which data) on validation images, take p_t of the positive samples (the ground-truth class "
-                    "output of each foreground anchor) and of the negative samples (every class output of each "
-                    "background anchor), compute the focal loss of each for several γ, normalize it to sum to one, "
-                    "and plot its cumulative distribution from the lowest loss to the highest."),
-        epilog="examples:\n  retinanet analyze loss-cdf --weights outputs/synth/retinanet_r18_synth/model_final.pth --out fig4.png",
+        "loss-cdf",
+        help="Fig. 4: the CDF of the normalized loss of a trained model",
+        formatter_class=FMT,
+        usage="retinanet analyze loss-cdf [-h] --weights W [--out PNG] [--gammas G,...] [--max-images N] "
+        "[KEY=VALUE ...]",
+        description=wrap(
+            "The paper's Fig. 4 (§5.1, analysis of the focal loss): run a trained model (its saved config "
+            "says which data) on validation images, take p_t of the positive samples (the ground-truth class "
+            "output of each foreground anchor) and of the negative samples (every class output of each "
+            "background anchor), compute the focal loss of each for several γ, normalize it to sum to one, "
+            "and plot its cumulative distribution from the lowest loss to the highest."
+        ),
+        epilog="examples:\n"
+        "  retinanet analyze loss-cdf --weights outputs/synth/retinanet_r18_synth/model_final.pth --out fig4.png",
     )
-    q.add_argument("args", nargs="*", metavar="KEY=VALUE", help="overrides of the checkpoint's saved config, e.g. data.val_path=...")
+    q.add_argument(
+        "args",
+        nargs="*",
+        metavar="KEY=VALUE",
+        help="overrides of the checkpoint's saved config, e.g. data.val_path=...",
+    )
     q.add_argument("--weights", required=True, metavar="W", help="a checkpoint written by `retinanet train`")
     q.add_argument("--out", default="experiments/figures/fig4_loss_cdf.png", metavar="PNG", help="the figure")
     q.add_argument("--gammas", default="0,0.5,1,2", metavar="G,...", help="the γ values (default 0,0.5,1,2)")

@@ -41,40 +41,61 @@ def cmd_figure(args: argparse.Namespace) -> int:
 def add_parsers(sub) -> None:
     """The parsers of experiment, figure and benchmark."""
     p = sub.add_parser(
-        "experiment", help="reproduce a table of the paper (Table 1 (a)-(e))", formatter_class=FMT,
+        "experiment",
+        help="reproduce a table of the paper (Table 1 (a)-(e))",
+        formatter_class=FMT,
         usage="retinanet experiment [-h] TABLE [--scale mini|paper] [--dry-run] [KEY=VALUE ...]",
-        description=wrap("Train and evaluate every row of one of the paper's ablation tables (experiments/tables/"
-                    "TABLE.yaml: alpha = 1(a), gamma = 1(b), anchors = 1(c), ohem = 1(d), speed = 1(e)) and write "
-                    "experiments/results/TABLE_SCALE.md and .json with the measured numbers beside the paper's. "
-                    "Finished runs are cached by the hash of their resolved config (experiments/runs/): an "
-                    "interrupted table resumes, and finished rows are not trained again. --scale paper uses the "
-                    "paper's exact settings (COCO, 90k iterations of 16 images: run it under torchrun on GPUs)."),
+        description=wrap(
+            "Train and evaluate every row of one of the paper's ablation tables (experiments/tables/"
+            "TABLE.yaml: alpha = 1(a), gamma = 1(b), anchors = 1(c), ohem = 1(d), speed = 1(e)) and write "
+            "experiments/results/TABLE_SCALE.md and .json with the measured numbers beside the paper's. "
+            "Finished runs are cached by the hash of their resolved config (experiments/runs/): an "
+            "interrupted table resumes, and finished rows are not trained again. --scale paper uses the "
+            "paper's exact settings (COCO, 90k iterations of 16 images: run it under torchrun on GPUs)."
+        ),
         epilog="examples:\n"
-               "  retinanet experiment gamma --scale mini\n"
-               "  retinanet experiment alpha --scale mini data.train_path=my_coco_folder\n"
-               "  torchrun --nproc_per_node 8 -m retinanet experiment anchors --scale paper\n"
-               "  retinanet experiment ohem --scale paper --dry-run    # list the runs and their config hashes",
+        "  retinanet experiment gamma --scale mini\n"
+        "  retinanet experiment alpha --scale mini data.train_path=my_coco_folder\n"
+        "  torchrun --nproc_per_node 8 -m retinanet experiment anchors --scale paper\n"
+        "  retinanet experiment ohem --scale paper --dry-run    # list the runs and their config hashes",
     )
-    p.add_argument("table", metavar="TABLE",
-                   help="alpha, gamma, anchors, ohem or speed (Table 1 (a)-(e)), or any other experiments/tables/TABLE.yaml")
-    p.add_argument("args", nargs="*", metavar="KEY=VALUE", help="overrides applied to every row, e.g. train.device=cuda")
-    p.add_argument("--scale", choices=("mini", "paper"), default="mini", help="mini (synthetic data, CPU minutes) or paper")
+    p.add_argument(
+        "table",
+        metavar="TABLE",
+        help="alpha, gamma, anchors, ohem or speed (Table 1 (a)-(e)), or any other experiments/tables/TABLE.yaml",
+    )
+    p.add_argument(
+        "args", nargs="*", metavar="KEY=VALUE", help="overrides applied to every row, e.g. train.device=cuda"
+    )
+    p.add_argument(
+        "--scale", choices=("mini", "paper"), default="mini", help="mini (synthetic data, CPU minutes) or paper"
+    )
     p.add_argument("--dry-run", action="store_true", help="list the runs without training")
-    p.add_argument("--retime", action="store_true",
-                   help="speed table: measure every row's ms/image again (all rows back to back; run it on a quiet machine)")
+    p.add_argument(
+        "--retime",
+        action="store_true",
+        help="speed table: measure every row's ms/image again (all rows back to back; run it on a quiet machine)",
+    )
     p.set_defaults(func=cmd_experiment, takes_overrides=True)
 
     p = sub.add_parser(
-        "figure", help="draw the paper's Fig. 1 or Fig. 2", formatter_class=FMT,
+        "figure",
+        help="draw the paper's Fig. 1 or Fig. 2",
+        formatter_class=FMT,
         usage="retinanet figure [-h] {fig1,fig2} [--results JSON] [--out PNG]",
-        description=wrap("fig1: the focal loss against p_t for γ in {0, .5, 1, 2, 5}. fig2: AP against ms per image "
-                    "from the speed table's results (default experiments/results/speed_mini.json). Fig. 4 needs a "
-                    "trained model: `retinanet analyze loss-cdf`."),
-        epilog="examples:\n  retinanet figure fig1\n  retinanet figure fig2 --results experiments/results/speed_mini.json --out fig2.png",
+        description=wrap(
+            "fig1: the focal loss against p_t for γ in {0, .5, 1, 2, 5}. fig2: AP against ms per image "
+            "from the speed table's results (default experiments/results/speed_mini.json). Fig. 4 needs a "
+            "trained model: `retinanet analyze loss-cdf`."
+        ),
+        epilog="examples:\n  retinanet figure fig1\n"
+        "  retinanet figure fig2 --results experiments/results/speed_mini.json --out fig2.png",
     )
     p.add_argument("figure", choices=("fig1", "fig2"))
     p.add_argument("--results", metavar="JSON", help="fig2: the speed table's results JSON")
-    p.add_argument("--out", metavar="PNG", help="default experiments/figures/fig1_focal_loss.png or fig2_speed_accuracy.png")
+    p.add_argument(
+        "--out", metavar="PNG", help="default experiments/figures/fig1_focal_loss.png or fig2_speed_accuracy.png"
+    )
     p.set_defaults(func=cmd_figure)
 
     # Listed here for `retinanet --help`; main() hands every word after "benchmark" to

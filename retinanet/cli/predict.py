@@ -66,8 +66,15 @@ def cmd_predict(args: argparse.Namespace) -> int:
     for source in sources:
         try:
             result = predict_video(
-                model, device, source, out, class_names, args.score_thresh, loaded.labels_are_category_ids,
-                save_video=args.save_video, batch_size=args.batch_size,
+                model,
+                device,
+                source,
+                out,
+                class_names,
+                args.score_thresh,
+                loaded.labels_are_category_ids,
+                save_video=args.save_video,
+                batch_size=args.batch_size,
             )
         except VideoError as e:
             raise CliError(str(e)) from None
@@ -139,57 +146,89 @@ def cmd_export(args: argparse.Namespace) -> int:
 def add_parsers(sub) -> None:
     """The parsers of predict and export."""
     p = sub.add_parser(
-        "predict", help="detect objects in images, folders and videos", formatter_class=FMT,
-        description=wrap("Detect objects in images, folders of images (searched recursively) and video files, with a "
-                    "progress bar. For each image, OUT/<stem>.png with the boxes, class names and scores drawn and "
-                    "OUT/<stem>.json with {image, width, height, detections: [{box xyxy, score, label, class_name}]}; "
-                    "--coco FILE also writes all of them as one COCO-style JSON (annotations with a score). For "
-                    "each video, OUT/<stem>_detections.json (COCO-style, one image per frame with its frame_index "
-                    "and timestamp) and, with --save-video, the annotated video. Animated .gif/.webp are read with "
-                    "Pillow; .mp4 .avi .mov .mkv .webm .m4v with PyAV."),
+        "predict",
+        help="detect objects in images, folders and videos",
+        formatter_class=FMT,
+        description=wrap(
+            "Detect objects in images, folders of images (searched recursively) and video files, with a "
+            "progress bar. For each image, OUT/<stem>.png with the boxes, class names and scores drawn and "
+            "OUT/<stem>.json with {image, width, height, detections: [{box xyxy, score, label, class_name}]}; "
+            "--coco FILE also writes all of them as one COCO-style JSON (annotations with a score). For "
+            "each video, OUT/<stem>_detections.json (COCO-style, one image per frame with its frame_index "
+            "and timestamp) and, with --save-video, the annotated video. Animated .gif/.webp are read with "
+            "Pillow; .mp4 .avi .mov .mkv .webm .m4v with PyAV."
+        ),
         epilog="examples:\n"
-               "  retinanet predict --weights outputs/synth/retinanet_r18_synth/model_final.pth val/ --out preds\n"
-               "  retinanet predict --weights torchvision-coco street.jpg photos/ --out preds --score-thresh 0.5\n"
-               "  retinanet predict --weights model_final.pth photos/ --out preds --coco preds/detections.json --no-pictures\n"
-               "  retinanet predict --weights model_final.pth clip.mp4 --out preds --save-video --batch-size 4\n"
-               "  retinanet predict --weights state_dict.pth --model retinanet_r50_fpn a.jpg --out preds",
+        "  retinanet predict --weights outputs/synth/retinanet_r18_synth/model_final.pth val/ --out preds\n"
+        "  retinanet predict --weights torchvision-coco street.jpg photos/ --out preds --score-thresh 0.5\n"
+        "  retinanet predict --weights model_final.pth photos/ --out preds --coco preds/detections.json --no-pictures\n"
+        "  retinanet predict --weights model_final.pth clip.mp4 --out preds --save-video --batch-size 4\n"
+        "  retinanet predict --weights state_dict.pth --model retinanet_r50_fpn a.jpg --out preds",
     )
-    p.add_argument("inputs", nargs="+", metavar="INPUT",
-                   help="image files (.jpg .jpeg .png .bmp), folders of them (searched recursively) or video files "
-                        "(.gif .webp .mp4 .avi .mov .mkv .webm .m4v)")
-    p.add_argument("--weights", required=True, metavar="W",
-                   help=f"a checkpoint of this library, or '{TORCHVISION_COCO}' (torchvision's COCO R50 weights)")
+    p.add_argument(
+        "inputs",
+        nargs="+",
+        metavar="INPUT",
+        help="image files (.jpg .jpeg .png .bmp), folders of them (searched recursively) or video files "
+        "(.gif .webp .mp4 .avi .mov .mkv .webm .m4v)",
+    )
+    p.add_argument(
+        "--weights",
+        required=True,
+        metavar="W",
+        help=f"a checkpoint of this library, or '{TORCHVISION_COCO}' (torchvision's COCO R50 weights)",
+    )
     p.add_argument("--out", required=True, metavar="DIR", help="the output folder")
-    p.add_argument("--score-thresh", type=float, default=0.3, metavar="S", help="keep detections with score >= S (default 0.3)")
+    p.add_argument(
+        "--score-thresh", type=float, default=0.3, metavar="S", help="keep detections with score >= S (default 0.3)"
+    )
     add_model_source_options(p)
     p.add_argument("--device", default="auto", help="auto (default), cpu, cuda, cuda:1, ...")
-    p.add_argument("--batch-size", type=int, default=1, metavar="N", help="images or frames per forward pass (default 1)")
+    p.add_argument(
+        "--batch-size", type=int, default=1, metavar="N", help="images or frames per forward pass (default 1)"
+    )
     p.add_argument("--coco", metavar="FILE", help="also write the image detections as one COCO-style JSON file")
     p.add_argument("--no-pictures", action="store_true", help="write no annotated PNG per image (JSON only)")
-    p.add_argument("--save-video", action="store_true",
-                   help="also write each video annotated: OUT/<stem>_detections.mp4 (.gif/.webp for those inputs)")
+    p.add_argument(
+        "--save-video",
+        action="store_true",
+        help="also write each video annotated: OUT/<stem>_detections.mp4 (.gif/.webp for those inputs)",
+    )
     p.set_defaults(func=cmd_predict)
 
     p = sub.add_parser(
-        "export", help="export a model to ONNX or TorchScript, NMS included", formatter_class=FMT,
-        description=wrap("Export a model as one graph from an image batch to detections: preprocessing (resize, "
-                    "normalisation, padding), backbone, FPN, head, anchors, box decoding and class-wise NMS, all "
-                    "inside (standard ONNX operators; NonMaxSuppression for NMS), with dynamic batch size and image "
-                    "size. Input `images` (B, 3, H, W) float32 RGB in [0, 1]; outputs `boxes` (B, D, 4) xyxy in "
-                    "input pixels, `scores` (B, D), `labels` (B, D) int64 with -1 for padding, `num_detections` "
-                    "(B,), D = detections per image. The export is then checked against the eager model "
-                    "(onnxruntime or torch.jit) on two random images; exit status 1 if they differ."),
+        "export",
+        help="export a model to ONNX or TorchScript, NMS included",
+        formatter_class=FMT,
+        description=wrap(
+            "Export a model as one graph from an image batch to detections: preprocessing (resize, "
+            "normalisation, padding), backbone, FPN, head, anchors, box decoding and class-wise NMS, all "
+            "inside (standard ONNX operators; NonMaxSuppression for NMS), with dynamic batch size and image "
+            "size. Input `images` (B, 3, H, W) float32 RGB in [0, 1]; outputs `boxes` (B, D, 4) xyxy in "
+            "input pixels, `scores` (B, D), `labels` (B, D) int64 with -1 for padding, `num_detections` "
+            "(B,), D = detections per image. The export is then checked against the eager model "
+            "(onnxruntime or torch.jit) on two random images; exit status 1 if they differ."
+        ),
         epilog="examples:\n"
-               "  retinanet export --weights outputs/synth/retinanet_r18_synth/model_final.pth --format onnx --out retinanet.onnx\n"
-               "  retinanet export --weights torchvision-coco --format onnx --out retinanet_r50_coco.onnx --score-thresh 0.3\n"
-               "  retinanet export --weights model_final.pth --format torchscript --out retinanet.pt",
+        "  retinanet export --weights outputs/synth/retinanet_r18_synth/model_final.pth --format onnx \\\n"
+        "      --out retinanet.onnx\n"
+        "  retinanet export --weights torchvision-coco --format onnx --out retinanet_r50_coco.onnx --score-thresh 0.3\n"
+        "  retinanet export --weights model_final.pth --format torchscript --out retinanet.pt",
     )
-    p.add_argument("--weights", required=True, metavar="W",
-                   help=f"a checkpoint of this library, or '{TORCHVISION_COCO}' (torchvision's COCO R50 weights)")
-    p.add_argument("--format", required=True, choices=("onnx", "torchscript"), help="onnx (.onnx) or torchscript (traced, .pt)")
+    p.add_argument(
+        "--weights",
+        required=True,
+        metavar="W",
+        help=f"a checkpoint of this library, or '{TORCHVISION_COCO}' (torchvision's COCO R50 weights)",
+    )
+    p.add_argument(
+        "--format", required=True, choices=("onnx", "torchscript"), help="onnx (.onnx) or torchscript (traced, .pt)"
+    )
     p.add_argument("--out", required=True, metavar="FILE", help="the file to write")
     p.add_argument("--score-thresh", type=float, metavar="S", help="the graph's score threshold (default: the model's)")
-    p.add_argument("--detections-per-img", type=int, metavar="D", help="the outputs' second dimension (default: the model's)")
+    p.add_argument(
+        "--detections-per-img", type=int, metavar="D", help="the outputs' second dimension (default: the model's)"
+    )
     p.add_argument("--opset", type=int, default=17, metavar="N", help="ONNX opset version (default 17)")
     add_model_source_options(p)
     p.add_argument("--no-verify", action="store_true", help="skip the check against the eager model")

@@ -145,40 +145,58 @@ def cmd_demo(args: argparse.Namespace) -> int:
 def add_parsers(sub) -> None:
     """The parsers of train, eval and demo."""
     p = sub.add_parser(
-        "train", help="train a model from a config", formatter_class=FMT,
+        "train",
+        help="train a model from a config",
+        formatter_class=FMT,
         usage="retinanet train [-h] [--resume] [CONFIG | --config CONFIG] [KEY=VALUE ...]",
-        description=wrap("Train RetinaNet. Checkpoints, config.yaml, metrics.jsonl, TensorBoard logs and "
-                    "model_final.pth go to output_dir; the COCO AP table is printed at the end."),
+        description=wrap(
+            "Train RetinaNet. Checkpoints, config.yaml, metrics.jsonl, TensorBoard logs and "
+            "model_final.pth go to output_dir; the COCO AP table is printed at the end."
+        ),
         epilog="examples:\n"
-               "  retinanet train                                     # configs/synth/retinanet_r18_synth.yaml\n"
-               "  retinanet train configs/synth/retinanet_r18_synth.yaml train.max_iter=600 model.focal_gamma=0\n"
-               "  retinanet train configs/coco/retinanet_r50_fpn_1x.yaml data.train_path=coco/annotations/instances_train2017.json \\\n"
-               "      data.val_path=coco/annotations/instances_val2017.json\n"
-               "  retinanet train - data.kind=csv data.train_path=ann.csv data.class_map=classes.csv   # '-': paper defaults\n"
-               "  retinanet train configs/synth/retinanet_r18_synth.yaml --resume   # continue from output_dir/last_checkpoint.pth\n"
-               "  torchrun --nproc_per_node 2 -m retinanet train configs/synth/retinanet_r18_synth.yaml",
+        "  retinanet train                                     # configs/synth/retinanet_r18_synth.yaml\n"
+        "  retinanet train configs/synth/retinanet_r18_synth.yaml train.max_iter=600 model.focal_gamma=0\n"
+        "  retinanet train configs/coco/retinanet_r50_fpn_1x.yaml \\\n"
+        "      data.train_path=coco/annotations/instances_train2017.json \\\n"
+        "      data.val_path=coco/annotations/instances_val2017.json\n"
+        "  retinanet train - data.kind=csv data.train_path=ann.csv data.class_map=classes.csv   # '-': paper defaults\n"
+        "  retinanet train configs/synth/retinanet_r18_synth.yaml --resume   # from output_dir/last_checkpoint.pth\n"
+        "  torchrun --nproc_per_node 2 -m retinanet train configs/synth/retinanet_r18_synth.yaml",
     )
-    p.add_argument("args", nargs="*", metavar="CONFIG | KEY=VALUE",
-                   help="CONFIG: a YAML file (default: configs/synth/retinanet_r18_synth.yaml; '-': the paper's "
-                        "defaults); KEY=VALUE: " + OVERRIDES_HELP)
+    p.add_argument(
+        "args",
+        nargs="*",
+        metavar="CONFIG | KEY=VALUE",
+        help="CONFIG: a YAML file (default: configs/synth/retinanet_r18_synth.yaml; '-': the paper's "
+        "defaults); KEY=VALUE: " + OVERRIDES_HELP,
+    )
     p.add_argument("--config", metavar="CONFIG", help="the YAML file, as an option (same as the positional CONFIG)")
     p.add_argument("--resume", action="store_true", help="continue from output_dir/last_checkpoint.pth")
     p.set_defaults(func=cmd_train, takes_overrides=True)
 
     p = sub.add_parser(
-        "eval", help="COCO AP of a checkpoint on a validation set", formatter_class=FMT,
-        usage="retinanet eval [-h] --weights W [--results JSON] [--per-class] [--max-images N] [CONFIG | --config CONFIG] [KEY=VALUE ...]",
-        description=wrap("Evaluate a checkpoint on the validation set of CONFIG (default: the config saved in the "
-                    "checkpoint). The model is built from the checkpoint's saved config when it has one "
-                    "(model.* overrides still apply), else from CONFIG."),
+        "eval",
+        help="COCO AP of a checkpoint on a validation set",
+        formatter_class=FMT,
+        usage="retinanet eval [-h] --weights W [--results JSON] [--per-class] [--max-images N] "
+        "[CONFIG | --config CONFIG] [KEY=VALUE ...]",
+        description=wrap(
+            "Evaluate a checkpoint on the validation set of CONFIG (default: the config saved in the "
+            "checkpoint). The model is built from the checkpoint's saved config when it has one "
+            "(model.* overrides still apply), else from CONFIG."
+        ),
         epilog="examples:\n"
-               "  retinanet eval --weights outputs/synth/retinanet_r18_synth/model_final.pth --per-class\n"
-               "  retinanet eval configs/coco/retinanet_r50_fpn_1x.yaml --weights model_final.pth \\\n"
-               "      data.val_path=coco/annotations/instances_val2017.json --results detections.json\n"
-               "  retinanet eval --weights model_final.pth model.score_thresh=0.01 eval.backend=pycocotools",
+        "  retinanet eval --weights outputs/synth/retinanet_r18_synth/model_final.pth --per-class\n"
+        "  retinanet eval configs/coco/retinanet_r50_fpn_1x.yaml --weights model_final.pth \\\n"
+        "      data.val_path=coco/annotations/instances_val2017.json --results detections.json\n"
+        "  retinanet eval --weights model_final.pth model.score_thresh=0.01 eval.backend=pycocotools",
     )
-    p.add_argument("args", nargs="*", metavar="CONFIG | KEY=VALUE",
-                   help="CONFIG: a YAML file ('-': the paper's defaults); KEY=VALUE: " + OVERRIDES_HELP)
+    p.add_argument(
+        "args",
+        nargs="*",
+        metavar="CONFIG | KEY=VALUE",
+        help="CONFIG: a YAML file ('-': the paper's defaults); KEY=VALUE: " + OVERRIDES_HELP,
+    )
     p.add_argument("--weights", required=True, metavar="W", help="a checkpoint of this library (model_final.pth, ...)")
     p.add_argument("--results", metavar="JSON", help="also write the detections as a COCO results JSON file")
     p.add_argument("--per-class", action="store_true", help="also print the AP of each class")
@@ -187,17 +205,23 @@ def add_parsers(sub) -> None:
     p.set_defaults(func=cmd_eval, takes_overrides=True)
 
     p = sub.add_parser(
-        "demo", help="synthetic data -> train -> COCO AP table -> detections.png", formatter_class=FMT,
+        "demo",
+        help="synthetic data -> train -> COCO AP table -> detections.png",
+        formatter_class=FMT,
         usage="retinanet demo [-h] [--resume] [--score-thresh S] [KEY=VALUE ...]",
-        description=wrap("The main job: make sure the synthetic dataset exists, train a ResNet-18 RetinaNet on it "
-                    "with configs/synth/retinanet_r18_synth.yaml, print the COCO AP table of the validation "
-                    "split and draw the detections on 4 validation images into output_dir/detections.png."),
+        description=wrap(
+            "The main job: make sure the synthetic dataset exists, train a ResNet-18 RetinaNet on it "
+            "with configs/synth/retinanet_r18_synth.yaml, print the COCO AP table of the validation "
+            "split and draw the detections on 4 validation images into output_dir/detections.png."
+        ),
         epilog="examples:\n"
-               "  retinanet demo\n"
-               "  retinanet demo train.max_iter=100 output_dir=outputs/quick\n"
-               "  retinanet demo train.device=cuda",
+        "  retinanet demo\n"
+        "  retinanet demo train.max_iter=100 output_dir=outputs/quick\n"
+        "  retinanet demo train.device=cuda",
     )
     p.add_argument("args", nargs="*", metavar="KEY=VALUE", help=OVERRIDES_HELP)
     p.add_argument("--resume", action="store_true", help="continue from output_dir/last_checkpoint.pth")
-    p.add_argument("--score-thresh", type=float, default=0.3, metavar="S", help="draw detections with score >= S (default 0.3)")
+    p.add_argument(
+        "--score-thresh", type=float, default=0.3, metavar="S", help="draw detections with score >= S (default 0.3)"
+    )
     p.set_defaults(func=cmd_demo, takes_overrides=True)

@@ -24,7 +24,7 @@ def coco_splits(folder: Path) -> list[str]:
 
 
 def detect_kind(path: str | Path) -> str:
-    """"coco", "voc" or "csv" from what is at `path`.
+    """ "coco", "voc" or "csv" from what is at `path`.
 
     A .json file -> coco; a folder with annotations/instances_*.json (COCO 2017, the synthetic
     dataset) -> coco; a .csv file -> csv; a folder with Annotations/, VOC<year>/Annotations or
@@ -145,7 +145,11 @@ def build_datasets(cfg: "Config", train: bool = True):
     d = cfg.data
     if d.kind == "synth":
         root = synthetic_root(d.train_path)
-        kind, train_path, val_path = "coco", root / "annotations" / "instances_train.json", root / "annotations" / "instances_val.json"
+        kind, train_path, val_path = (
+            "coco",
+            root / "annotations" / "instances_train.json",
+            root / "annotations" / "instances_val.json",
+        )
         train_images, val_images = root / "train", root / "val"
     else:
         kind, train_path, val_path = d.kind, d.train_path, d.val_path
@@ -157,7 +161,15 @@ def build_datasets(cfg: "Config", train: bool = True):
             raise ValueError("data.train_path is not set")
         flip = [RandomHorizontalFlip(d.hflip_prob)] if d.hflip_prob > 0 else []
         extra = {"split": d.train_split} if kind == "voc" else {}
-        train_ds = build_dataset(kind, train_path, images_dir=train_images, transforms=Compose(flip), keep_empty=d.keep_empty, **extra, **common)
+        train_ds = build_dataset(
+            kind,
+            train_path,
+            images_dir=train_images,
+            transforms=Compose(flip),
+            keep_empty=d.keep_empty,
+            **extra,
+            **common,
+        )
     val_ds = None
     if val_path is not None:
         extra = {"split": d.val_split} if kind == "voc" else {}

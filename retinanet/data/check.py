@@ -94,9 +94,16 @@ def check_dataset(
     clipped, skip_examples (kind -> first message).
     """
     dataset = build_dataset(
-        kind, path, split=split, images_dir=images_dir, class_map=class_map, class_names=class_names,
-        year=year, on_bad=on_bad, verify_images=verify_images,
-    )  # fmt: skip
+        kind,
+        path,
+        split=split,
+        images_dir=images_dir,
+        class_map=class_map,
+        class_names=class_names,
+        year=year,
+        on_bad=on_bad,
+        verify_images=verify_images,
+    )
     summary = summarize_dataset(dataset)
     summary["path"] = str(path)
     return summary

@@ -136,7 +136,10 @@ class CocoDetection(DetectionDataset):
                 continue
             if not (_is_int(width) and _is_int(height) and width > 0 and height > 0):
                 got = f"{width!r}/{height!r}"
-                policy(MALFORMED_ENTRY, f"{where}: 'width'/'height' must be positive integers, got {got} for image '{file_name}'")
+                policy(
+                    MALFORMED_ENTRY,
+                    f"{where}: 'width'/'height' must be positive integers, got {got} for image '{file_name}'",
+                )
                 continue
             path = self.images_dir / file_name
             if not path.is_file():
@@ -163,7 +166,9 @@ class CocoDetection(DetectionDataset):
                 continue  # its image was skipped (and counted) above
             name = records[pos].file_name
             if not (isinstance(bbox, list) and len(bbox) == 4 and all(_is_number(v) for v in bbox)):
-                policy(MALFORMED_ENTRY, f"{where}: 'bbox' must be [x, y, w, h] numbers, got {bbox!r} for image '{name}'")
+                policy(
+                    MALFORMED_ENTRY, f"{where}: 'bbox' must be [x, y, w, h] numbers, got {bbox!r} for image '{name}'"
+                )
                 continue
             if not _is_int(cat_id) or cat_id not in cat_to_label:
                 policy(UNKNOWN_CLASS, f"{where}: unknown category_id {cat_id!r} for image '{name}'")

@@ -40,7 +40,9 @@ class TrainingBatches(Sampler[list[int]]):
         counts = torch.bincount(self.groups, minlength=2)
         self.per_epoch = int(sum(c // (batch_size * world) for c in counts.tolist()))
         if self.per_epoch == 0:
-            raise DatasetError(f"{len(groups)} training images cannot fill one batch of {batch_size * world} (per aspect group)")
+            raise DatasetError(
+                f"{len(groups)} training images cannot fill one batch of {batch_size * world} (per aspect group)"
+            )
 
     def epoch_batches(self, epoch: int) -> list[list[int]]:
         """The global batches of an epoch, each a list of `world` per-process batches."""
@@ -54,7 +56,10 @@ class TrainingBatches(Sampler[list[int]]):
                 batches.append(idx[j * n : (j + 1) * n])
         order = torch.randperm(len(batches), generator=g)  # interleave the groups
         offset = epoch * len(self.groups)
-        return [[(b[r * self.batch_size : (r + 1) * self.batch_size] + offset).tolist() for r in range(self.world)] for b in (batches[i] for i in order)]
+        return [
+            [(b[r * self.batch_size : (r + 1) * self.batch_size] + offset).tolist() for r in range(self.world)]
+            for b in (batches[i] for i in order)
+        ]
 
     def __iter__(self):
         it = self.start

@@ -25,11 +25,11 @@ from typing import Callable, Optional, Sequence
 import numpy as np
 
 from retinanet.data.common import (
+    CORRUPT_IMAGE,
     IMAGE_SUFFIXES,
     MALFORMED_ENTRY,
     MISSING_ANNOTATION,
     MISSING_IMAGE,
-    CORRUPT_IMAGE,
     UNKNOWN_CLASS,
     BadInputPolicy,
     DatasetError,
@@ -43,10 +43,28 @@ from retinanet.data.common import (
 )
 
 VOC_CLASSES = (
-    "aeroplane", "bicycle", "bird", "boat", "bottle", "bus", "car", "cat", "chair", "cow",
-    "diningtable", "dog", "horse", "motorbike", "person", "pottedplant", "sheep", "sofa", "train",
+    "aeroplane",
+    "bicycle",
+    "bird",
+    "boat",
+    "bottle",
+    "bus",
+    "car",
+    "cat",
+    "chair",
+    "cow",
+    "diningtable",
+    "dog",
+    "horse",
+    "motorbike",
+    "person",
+    "pottedplant",
+    "sheep",
+    "sofa",
+    "train",
     "tvmonitor",
-)  # fmt: skip
+)
+
 
 class VocObject:
     """One <object>: class name, raw 1-based bndbox (xmin, ymin, xmax, ymax), difficult flag;
@@ -253,7 +271,6 @@ class VocDetection(DetectionDataset):
         cat_ids = [i + 1 for i in range(len(class_names))]
         super().__init__(records, class_names, cat_ids, policy, transforms, keep_empty, verify_images)
         self._difficult_masks = [masks[id(r)] for r in self.records] if use_difficult else None
-
 
     def crowd_mask(self, index: int) -> np.ndarray:
         """With use_difficult, the difficult boxes are training targets and still crowd in

@@ -79,7 +79,7 @@ def _conv_norm_pairs(module: nn.Module):
         for name, conv in children.items():
             # FrozenBNConv2d: a norm absorbed for training (absorb_frozen_batchnorm) folds as well
             if name.startswith("conv") and type(conv) in (nn.Conv2d, FrozenBNConv2d):
-                norm_name = "bn" + name[len("conv"):]
+                norm_name = "bn" + name[len("conv") :]
                 if norm_name in children and _is_foldable_norm(children[norm_name]):
                     yield name, norm_name
 
@@ -95,10 +95,18 @@ def _norm_scale_shift(norm: nn.Module, dtype: torch.dtype) -> tuple[Tensor, Tens
 
 def _folded_conv(conv: nn.Conv2d, norm: nn.Module) -> nn.Conv2d:
     fused = nn.Conv2d(
-        conv.in_channels, conv.out_channels, conv.kernel_size, stride=conv.stride, padding=conv.padding,
-        dilation=conv.dilation, groups=conv.groups, bias=True, padding_mode=conv.padding_mode,
-        device=conv.weight.device, dtype=conv.weight.dtype,
-    )  # fmt: skip
+        conv.in_channels,
+        conv.out_channels,
+        conv.kernel_size,
+        stride=conv.stride,
+        padding=conv.padding,
+        dilation=conv.dilation,
+        groups=conv.groups,
+        bias=True,
+        padding_mode=conv.padding_mode,
+        device=conv.weight.device,
+        dtype=conv.weight.dtype,
+    )
     with torch.no_grad():
         # float64: the folded weights are rounded once, not after each of the products.
         scale, shift = _norm_scale_shift(norm, torch.float64)
@@ -147,10 +155,17 @@ class FrozenBNConv2d(nn.Conv2d):
 
     def __init__(self, conv: nn.Conv2d, norm: _AbsorbedNorm):
         super().__init__(
-            conv.in_channels, conv.out_channels, conv.kernel_size, stride=conv.stride, padding=conv.padding,
-            dilation=conv.dilation, groups=conv.groups, bias=conv.bias is not None, padding_mode=conv.padding_mode,
+            conv.in_channels,
+            conv.out_channels,
+            conv.kernel_size,
+            stride=conv.stride,
+            padding=conv.padding,
+            dilation=conv.dilation,
+            groups=conv.groups,
+            bias=conv.bias is not None,
+            padding_mode=conv.padding_mode,
             device="meta",
-        )  # fmt: skip
+        )
         self.weight = conv.weight
         self.bias = conv.bias
         # Not a submodule: the norm stays registered where it was (its state-dict keys).
@@ -355,4 +370,3 @@ def optimize_for_training(
     if compile:
         compile_modules(model, **(compile if isinstance(compile, dict) else {}))
     return model
-

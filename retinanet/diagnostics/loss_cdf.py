@@ -25,7 +25,9 @@ def focal_loss_of_pt(pt: np.ndarray, gamma: float) -> np.ndarray:
 
 
 @torch.no_grad()
-def collect_pt(model, dataset, device: torch.device, max_images: int = 100, batch_size: int = 4) -> tuple[np.ndarray, np.ndarray]:
+def collect_pt(
+    model, dataset, device: torch.device, max_images: int = 100, batch_size: int = 4
+) -> tuple[np.ndarray, np.ndarray]:
     """p_t of the positive and negative binary examples of a trained model on `dataset`.
 
     Positives: the ground-truth class output of each foreground anchor (y = 1). Negatives: every
@@ -42,8 +44,10 @@ def collect_pt(model, dataset, device: torch.device, max_images: int = 100, batc
         feats = model.fpn(model.backbone(batch))
         logits, _ = model.head(feats)
         anchors, _ = model.anchor_generator([tuple(f.shape[-2:]) for f in feats], tuple(batch.shape[-2:]), batch.device)
-        targets = model._scale_targets([{k: v.to(device) for k, v in t.items() if k in ("boxes", "labels")} for _, t in items],
-                                       sizes.float() / orig.float())  # fmt: skip
+        targets = model._scale_targets(
+            [{k: v.to(device) for k, v in t.items() if k in ("boxes", "labels")} for _, t in items],
+            sizes.float() / orig.float(),
+        )
         labels, _, fg = model.criterion.assign(anchors, targets)
         p = logits.float().sigmoid()
         pos.append(p[fg].gather(1, labels[fg].unsqueeze(1)).squeeze(1).cpu())
@@ -62,7 +66,9 @@ def normalized_loss_cdf(pt: np.ndarray, gamma: float, points: int = 1000) -> tup
     return frac[idx], cdf[idx]
 
 
-def plot_fig4(pos_pt: np.ndarray, neg_pt: np.ndarray, out: str | Path, gammas: Sequence[float] = FIG4_GAMMAS) -> tuple[Path, dict]:
+def plot_fig4(
+    pos_pt: np.ndarray, neg_pt: np.ndarray, out: str | Path, gammas: Sequence[float] = FIG4_GAMMAS
+) -> tuple[Path, dict]:
     """Fig. 4: the CDF of the normalized loss over positives and, separately, over negatives.
     Also returns, per γ, the share of the negatives' loss carried by their hardest 1% and the
     share of the positives' loss carried by their hardest 20% (the paper's reading of the plot)."""
@@ -78,8 +84,13 @@ def plot_fig4(pos_pt: np.ndarray, neg_pt: np.ndarray, out: str | Path, gammas: S
             "positives_hardest_20pct_share": round(_top_share(pos_pt, g, 0.20), 4),
         }
     for ax, kind, n in ((axes[0], "positive", len(pos_pt)), (axes[1], "negative", len(neg_pt))):
-        ax.set(xlabel=f"fraction of {kind} samples ({n:,})", ylabel="cumulative normalized loss", xlim=(0, 1), ylim=(0, 1),
-               title=f"Fig. 4: CDF of the loss of {kind} samples")  # fmt: skip
+        ax.set(
+            xlabel=f"fraction of {kind} samples ({n:,})",
+            ylabel="cumulative normalized loss",
+            xlim=(0, 1),
+            ylim=(0, 1),
+            title=f"Fig. 4: CDF of the loss of {kind} samples",
+        )
         ax.legend()
     return save_figure(fig, out), summary
 

@@ -26,7 +26,9 @@ def atomic_save(obj, path: str | os.PathLike) -> None:
         torch.save(obj, f)
 
 
-def save_training_state(path, model, optimizer, scheduler, scaler, it: int, cfg: Config, world: int, class_names) -> None:
+def save_training_state(
+    path, model, optimizer, scheduler, scaler, it: int, cfg: Config, world: int, class_names
+) -> None:
     """Everything a killed run needs to resume bit-exact at iteration `it`, with the resolved
     config beside it. Collective: every process calls it (their RNG states are gathered)."""
     rng = torch.get_rng_state()

@@ -42,7 +42,7 @@ def is_main() -> bool:
 
 
 def resolve_device(name: str, local_rank: int = 0) -> torch.device:
-    """"auto": this process's GPU when there is one, else the CPU; "cuda" under torchrun: the
+    """ "auto": this process's GPU when there is one, else the CPU; "cuda" under torchrun: the
     local rank's GPU; anything else as torch.device reads it."""
     if name == "auto":
         return torch.device(f"cuda:{local_rank}" if torch.cuda.is_available() else "cpu")

@@ -32,8 +32,17 @@ EVAL_EXAMPLE_SCORE_THRESH = 0.3
 
 
 @torch.no_grad()
-def evaluate(model: nn.Module, dataset, cfg: Config, device: torch.device, max_images: int | None = None, results_path=None,
-             writer=None, step: int = 0, num_examples: int = EVAL_EXAMPLES) -> dict:
+def evaluate(
+    model: nn.Module,
+    dataset,
+    cfg: Config,
+    device: torch.device,
+    max_images: int | None = None,
+    results_path=None,
+    writer=None,
+    step: int = 0,
+    num_examples: int = EVAL_EXAMPLES,
+) -> dict:
     """COCO metrics of `model` on `dataset` (sharded over ranks, gathered on rank 0), and the
     COCO results JSON written to `results_path` when given. Returns the metrics dict on rank 0
     ({} elsewhere). With a TensorBoard `writer`, the first `num_examples` images of this rank's
@@ -46,8 +55,11 @@ def evaluate(model: nn.Module, dataset, cfg: Config, device: torch.device, max_i
     n = len(dataset) if max_images is None else min(max_images, len(dataset))
     indices = list(range(rank, n, world))
     loader = DataLoader(
-        Subset(dataset, indices), batch_size=cfg.eval.batch_size, shuffle=False,
-        num_workers=cfg.data.num_workers, collate_fn=collate_fn,
+        Subset(dataset, indices),
+        batch_size=cfg.eval.batch_size,
+        shuffle=False,
+        num_workers=cfg.data.num_workers,
+        collate_fn=collate_fn,
     )
     evaluator = CocoEvaluator(dataset.coco_gt(), dataset.label_to_cat_id, backend=cfg.eval.backend)
     amp = autocast(cfg.train.amp, device)
@@ -88,7 +100,9 @@ def _log_examples(writer, examples, class_names, step: int) -> None:
     for k, (image, target, det) in enumerate(examples):
         keep = det["scores"] >= EVAL_EXAMPLE_SCORE_THRESH
         picture = draw_ground_truth(image, target["boxes"])
-        picture = draw_detections(picture, det["boxes"][keep], det["labels"][keep].long(), det["scores"][keep], class_names)
+        picture = draw_detections(
+            picture, det["boxes"][keep], det["labels"][keep].long(), det["scores"][keep], class_names
+        )
         writer.add_image(f"eval/example_{k}", np.asarray(picture), step, dataformats="HWC")
     writer.flush()
 

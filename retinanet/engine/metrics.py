@@ -130,8 +130,11 @@ def _load_results(coco_gt, results: list[dict], verbose: bool):
     if not results:
         # pycocotools' loadRes indexes results[0]; build the empty result set by hand.
         dt = type(coco_gt)()
-        dt.dataset = {"images": list(coco_gt.dataset["images"]), "categories": list(coco_gt.dataset["categories"]),
-                      "annotations": []}
+        dt.dataset = {
+            "images": list(coco_gt.dataset["images"]),
+            "categories": list(coco_gt.dataset["categories"]),
+            "annotations": [],
+        }
         with _maybe_silent(verbose):
             dt.createIndex()
         return dt

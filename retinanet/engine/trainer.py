@@ -45,7 +45,9 @@ class NonFiniteLossError(RuntimeError):
     pass
 
 
-def train(cfg: Config, resume: bool = False, stop_after: int | None = None, on_step=None, print_final: bool = True) -> dict:
+def train(
+    cfg: Config, resume: bool = False, stop_after: int | None = None, on_step=None, print_final: bool = True
+) -> dict:
     """Train `cfg` to cfg.train.max_iter, with checkpoints, logs and evaluation under
     cfg.output_dir. `resume` continues from output_dir/last_checkpoint. `stop_after` ends the
     run (checkpointed) after that many iterations of this call (for tests and time budgets).
@@ -96,13 +98,19 @@ def train(cfg: Config, resume: bool = False, stop_after: int | None = None, on_s
 
     ddp_model = model
     if world > 1:
-        ddp_model = nn.parallel.DistributedDataParallel(model, device_ids=[local_rank] if device.type == "cuda" else None)
+        ddp_model = nn.parallel.DistributedDataParallel(
+            model, device_ids=[local_rank] if device.type == "cuda" else None
+        )
 
     groups = aspect_groups(train_ds.aspect_ratios()) if cfg.data.aspect_ratio_grouping else [0] * len(train_ds)
     batches = TrainingBatches(groups, per_rank, cfg.seed, start=start_iter, rank=rank, world=world)
     loader = DataLoader(
-        SeededSamples(train_ds, cfg.seed), batch_sampler=batches, num_workers=cfg.data.num_workers,
-        collate_fn=collate_fn, pin_memory=device.type == "cuda", persistent_workers=False,
+        SeededSamples(train_ds, cfg.seed),
+        batch_sampler=batches,
+        num_workers=cfg.data.num_workers,
+        collate_fn=collate_fn,
+        pin_memory=device.type == "cuda",
+        persistent_workers=False,
         # its own generator: creating the iterator must not draw from the global RNG, which a
         # resumed run restores from the checkpoint
         generator=torch.Generator().manual_seed(cfg.seed),
@@ -133,9 +141,24 @@ def train(cfg: Config, resume: bool = False, stop_after: int | None = None, on_s
                 nonfinite_in_a_row += 1
                 skipped += 1
                 optimizer.zero_grad(set_to_none=True)
-                log.warning("iteration %d: non-finite loss (cls %s, box %s), step skipped", it, losses["cls"].item(), losses["box"].item())
+                log.warning(
+                    "iteration %d: non-finite loss (cls %s, box %s), step skipped",
+                    it,
+                    losses["cls"].item(),
+                    losses["box"].item(),
+                )
                 if nonfinite_in_a_row >= tc.max_nonfinite:
-                    save_training_state(out / "last_checkpoint.pth", model, optimizer, scheduler, scaler, it, cfg, world, train_ds.class_names)
+                    save_training_state(
+                        out / "last_checkpoint.pth",
+                        model,
+                        optimizer,
+                        scheduler,
+                        scaler,
+                        it,
+                        cfg,
+                        world,
+                        train_ds.class_names,
+                    )
                     raise NonFiniteLossError(
                         f"{nonfinite_in_a_row} non-finite losses in a row at iteration {it}: training diverged "
                         f"(lr {scheduler.get_last_lr()[0]:.4g}); lower train.base_lr, raise train.warmup_iters or set "
@@ -162,8 +185,15 @@ def train(cfg: Config, resume: bool = False, stop_after: int | None = None, on_s
                 on_step(it, model)
 
             if it % tc.log_period == 0 or it == end_iter:
-                record = {"iter": it, "loss": loss.item(), "cls": losses["cls"].item(), "box": losses["box"].item(),
-                          "lr": scheduler.get_last_lr()[0], "skipped": skipped, "time": time.perf_counter() - t0}
+                record = {
+                    "iter": it,
+                    "loss": loss.item(),
+                    "cls": losses["cls"].item(),
+                    "box": losses["box"].item(),
+                    "lr": scheduler.get_last_lr()[0],
+                    "skipped": skipped,
+                    "time": time.perf_counter() - t0,
+                }
                 bar.set_postfix(loss=f"{record['loss']:.3f}", lr=f"{record['lr']:.2g}")
                 if is_main():
                     metrics_file.write(json.dumps(record) + "\n")
@@ -171,7 +201,17 @@ def train(cfg: Config, resume: bool = False, stop_after: int | None = None, on_s
                     for k in ("loss", "cls", "box", "lr"):
                         writer.add_scalar(f"train/{k}", record[k], it)
             if it % tc.checkpoint_period == 0 or it == end_iter:
-                save_training_state(out / "last_checkpoint.pth", model, optimizer, scheduler, scaler, it, cfg, world, train_ds.class_names)
+                save_training_state(
+                    out / "last_checkpoint.pth",
+                    model,
+                    optimizer,
+                    scheduler,
+                    scaler,
+                    it,
+                    cfg,
+                    world,
+                    train_ds.class_names,
+                )
             if tc.eval_period and it % tc.eval_period == 0 and it < tc.max_iter and val_ds is not None:
                 m = evaluate(model, val_ds, cfg, device, writer=writer, step=it)
                 if is_main():

@@ -57,7 +57,9 @@ def detection_records(det: dict, class_names: Sequence[str], score_thresh: float
     out = []
     for box, score, label in zip(boxes, scores, labels):
         name = class_names[label] if 0 <= label < len(class_names) else f"class_{label}"
-        out.append({"box": [round(v, 2) for v in box], "score": round(score, 4), "label": int(label), "class_name": name})
+        out.append(
+            {"box": [round(v, 2) for v in box], "score": round(score, 4), "label": int(label), "class_name": name}
+        )
     return out
 
 
@@ -83,8 +85,12 @@ class CocoPredictions:
             cats = [(i, n) for i, n in enumerate(class_names) if n not in ("__background__", "N/A")]
         else:
             cats = [(i + 1, n) for i, n in enumerate(class_names)]
-        self.data = {"info": dict(info or {}), "images": [], "categories": [{"id": i, "name": n} for i, n in cats],
-                     "annotations": []}
+        self.data = {
+            "info": dict(info or {}),
+            "images": [],
+            "categories": [{"id": i, "name": n} for i, n in cats],
+            "annotations": [],
+        }
 
     def category_id(self, label: int) -> int:
         return int(label) if self.labels_are_ids else int(label) + 1
@@ -92,13 +98,24 @@ class CocoPredictions:
     def add(self, file_name: str, width: int, height: int, records: Sequence[dict], **extra) -> int:
         """One image and its detections (`detection_records` entries); returns its id."""
         image_id = len(self.data["images"]) + 1
-        self.data["images"].append({"id": image_id, "file_name": file_name, "width": int(width), "height": int(height), **extra})
+        self.data["images"].append(
+            {"id": image_id, "file_name": file_name, "width": int(width), "height": int(height), **extra}
+        )
         anns = self.data["annotations"]
         for r in records:
             x1, y1, x2, y2 = r["box"]
             w, h = round(x2 - x1, 2), round(y2 - y1, 2)
-            anns.append({"id": len(anns) + 1, "image_id": image_id, "category_id": self.category_id(r["label"]),
-                         "bbox": [x1, y1, w, h], "area": round(w * h, 2), "score": r["score"], "iscrowd": 0})
+            anns.append(
+                {
+                    "id": len(anns) + 1,
+                    "image_id": image_id,
+                    "category_id": self.category_id(r["label"]),
+                    "bbox": [x1, y1, w, h],
+                    "area": round(w * h, 2),
+                    "score": r["score"],
+                    "iscrowd": 0,
+                }
+            )
         return image_id
 
     def write(self, path: str | Path) -> Path:
@@ -117,9 +134,17 @@ def detect(model, images: Sequence[Tensor], device: torch.device) -> list[dict[s
     return [{k: v.float().cpu() if v.is_floating_point() else v.cpu() for k, v in d.items()} for d in dets]
 
 
-def predict_images(model, device: torch.device, images: Sequence[Path], out: Path, class_names: Sequence[str],
-                   score_thresh: float, batch_size: int = 1, pictures: bool = True,
-                   coco: Optional[CocoPredictions] = None) -> int:
+def predict_images(
+    model,
+    device: torch.device,
+    images: Sequence[Path],
+    out: Path,
+    class_names: Sequence[str],
+    score_thresh: float,
+    batch_size: int = 1,
+    pictures: bool = True,
+    coco: Optional[CocoPredictions] = None,
+) -> int:
     """Detect objects in image files, `batch_size` at a time: OUT/<stem>.json with {image, width,
     height, detections: `detection_records`} and, with `pictures`, OUT/<stem>.png with the boxes,
     class names and scores drawn (repeated stems get -2, -3, ...); every image is also added to
@@ -143,16 +168,32 @@ def predict_images(model, device: torch.device, images: Sequence[Path], out: Pat
     return total
 
 
-def predict_video(model, device: torch.device, source, out: Path, class_names: Sequence[str], score_thresh: float,
-                  labels_are_category_ids: bool = False, save_video: bool = False, batch_size: int = 1) -> dict:
-    """Detect objects in every frame of a video (a `video.VideoSource` or a path): OUT/<stem>_detections.json (COCO-style, one
+def predict_video(
+    model,
+    device: torch.device,
+    source,
+    out: Path,
+    class_names: Sequence[str],
+    score_thresh: float,
+    labels_are_category_ids: bool = False,
+    save_video: bool = False,
+    batch_size: int = 1,
+) -> dict:
+    """Detect objects in every frame of a video (a `video.VideoSource` or a path):
+    OUT/<stem>_detections.json (COCO-style, one
     image per frame with its "frame_index" and "timestamp" in seconds) and, with `save_video`,
     the annotated video (OUT/<stem>_detections.mp4, or .gif / .webp like the input).
     Returns {"frames", "detections", "json", "video"}."""
     source = source if isinstance(source, VideoSource) else open_video(source)
     path = source.path
-    info = {"description": "retinanet predict", "video": str(path), "fps": round(source.fps, 4),
-            "width": source.width, "height": source.height, "score_thresh": score_thresh}
+    info = {
+        "description": "retinanet predict",
+        "video": str(path),
+        "fps": round(source.fps, 4),
+        "width": source.width,
+        "height": source.height,
+        "score_thresh": score_thresh,
+    }
     coco = CocoPredictions(class_names, labels_are_category_ids, info)
     writer = video_writer(annotated_video_path(out, source), source) if save_video else None
     frames = detections = 0
@@ -162,7 +203,14 @@ def predict_video(model, device: torch.device, source, out: Path, class_names: S
             images = [frame_tensor(rgb) for _, rgb, _ in chunk]
             for (index, rgb, t), image, det in zip(chunk, images, detect(model, images, device)):
                 records = detection_records(det, class_names, score_thresh)
-                coco.add(f"{path.name}#frame={index}", rgb.shape[1], rgb.shape[0], records, frame_index=index, timestamp=round(t, 4))
+                coco.add(
+                    f"{path.name}#frame={index}",
+                    rgb.shape[1],
+                    rgb.shape[0],
+                    records,
+                    frame_index=index,
+                    timestamp=round(t, 4),
+                )
                 frames += 1
                 detections += len(records)
                 if writer is not None:
@@ -171,8 +219,12 @@ def predict_video(model, device: torch.device, source, out: Path, class_names: S
         if writer is not None:
             writer.close()
     json_path = coco.write(out / f"{path.stem}_detections.json")
-    return {"frames": frames, "detections": detections, "json": json_path,
-            "video": annotated_video_path(out, source) if writer is not None else None}
+    return {
+        "frames": frames,
+        "detections": detections,
+        "json": json_path,
+        "video": annotated_video_path(out, source) if writer is not None else None,
+    }
 
 
 @torch.no_grad()

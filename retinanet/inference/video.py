@@ -180,6 +180,13 @@ def annotated_video_path(out_dir: Path, source: VideoSource) -> Path:
 
 
 __all__ = [
-    "AV_VIDEO_SUFFIXES", "PILLOW_VIDEO_SUFFIXES", "VIDEO_SUFFIXES", "VideoError", "VideoSource",
-    "annotated_video_path", "is_video", "open_video", "video_writer",
+    "AV_VIDEO_SUFFIXES",
+    "PILLOW_VIDEO_SUFFIXES",
+    "VIDEO_SUFFIXES",
+    "VideoError",
+    "VideoSource",
+    "annotated_video_path",
+    "is_video",
+    "open_video",
+    "video_writer",
 ]

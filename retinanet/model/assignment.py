@@ -83,7 +83,9 @@ class BoxCoder:
     overflow (log(1000/16), the value every peer uses).
     """
 
-    def __init__(self, weights: tuple[float, float, float, float] = (1.0, 1.0, 1.0, 1.0), clip: float = math.log(1000.0 / 16)):
+    def __init__(
+        self, weights: tuple[float, float, float, float] = (1.0, 1.0, 1.0, 1.0), clip: float = math.log(1000.0 / 16)
+    ):
         self.weights = weights
         self.clip = clip
 

@@ -63,7 +63,9 @@ class ResNetBackbone(nn.Module):
     strides 8, 16, 32. Module names are torchvision's (conv1, bn1, layer1..layer4), so
     torchvision's ImageNet state dicts load as they are."""
 
-    def __init__(self, name: str = "resnet50", norm: str = "frozen_bn", freeze_at: int = 2, pretrained: bool | str = False):
+    def __init__(
+        self, name: str = "resnet50", norm: str = "frozen_bn", freeze_at: int = 2, pretrained: bool | str = False
+    ):
         super().__init__()
         if name not in _RESNETS:
             raise ValueError(f"unknown backbone {name!r}; expected one of {list(get_args(Backbone))}")
@@ -86,7 +88,9 @@ class ResNetBackbone(nn.Module):
         missing, unexpected = self.load_state_dict(state_dict, strict=False)
         missing = [k for k in missing if not k.endswith("num_batches_tracked")]
         if missing or unexpected:
-            raise ValueError(f"backbone weights do not fit this ResNet: missing {missing[:5]}, unexpected {unexpected[:5]}")
+            raise ValueError(
+                f"backbone weights do not fit this ResNet: missing {missing[:5]}, unexpected {unexpected[:5]}"
+            )
 
     def freeze(self, freeze_at: int) -> None:
         """Freeze the stem (freeze_at >= 1) and the first freeze_at - 1 stages: no gradients, and

@@ -10,8 +10,7 @@ import torch
 import torch.distributed as dist
 from torch import Tensor
 
-from . import losses
-from . import ohem
+from . import losses, ohem
 from .assignment import IGNORE, BoxCoder, Matcher, pad_targets
 from .config import BoxLoss, ClsLoss, LossNormalizer
 
@@ -82,25 +81,42 @@ class RetinaNetCriterion:
         matched_boxes = gt_boxes.gather(1, safe[..., None].expand(-1, -1, 4))
         return anchor_labels, matched_boxes, fg
 
-    def __call__(self, cls_logits: Tensor, box_deltas: Tensor, anchors: Tensor, targets: list[dict]) -> dict[str, Tensor]:
+    def __call__(
+        self, cls_logits: Tensor, box_deltas: Tensor, anchors: Tensor, targets: list[dict]
+    ) -> dict[str, Tensor]:
         B = cls_logits.shape[0]
         anchor_labels, matched_boxes, fg = self.assign(anchors, targets)
 
         img, idx = fg.nonzero(as_tuple=True)
         target_deltas = self.box_coder.encode(matched_boxes[img, idx], anchors[idx])
-        per_anchor = losses.smooth_l1_loss(box_deltas[img, idx].float(), target_deltas, beta=self.smooth_l1_beta, reduction="none").sum(-1)
+        per_anchor = losses.smooth_l1_loss(
+            box_deltas[img, idx].float(), target_deltas, beta=self.smooth_l1_beta, reduction="none"
+        ).sum(-1)
         box_per_image = torch.zeros(B, device=per_anchor.device, dtype=per_anchor.dtype).index_add_(0, img, per_anchor)
 
         if self.cls_loss == "ohem":
-            return {"cls": self._ohem_cls(cls_logits, anchors, anchor_labels, img, idx, per_anchor), "box": self._normalize(fg, box_per_image)[0]}
+            return {
+                "cls": self._ohem_cls(cls_logits, anchors, anchor_labels, img, idx, per_anchor),
+                "box": self._normalize(fg, box_per_image)[0],
+            }
         if self.cls_loss == "fl_star":
-            cls_per_image = losses.fl_star_loss_from_labels(cls_logits, anchor_labels, self.fl_star_gamma, self.fl_star_beta)
+            cls_per_image = losses.fl_star_loss_from_labels(
+                cls_logits, anchor_labels, self.fl_star_gamma, self.fl_star_beta
+            )
         else:
             cls_per_image = losses.focal_loss_from_labels(cls_logits, anchor_labels, self.alpha, self.gamma)
         cls, box = self._normalize(fg, cls_per_image, box_per_image)
         return {"cls": cls, "box": box}
 
-    def _ohem_cls(self, cls_logits: Tensor, anchors: Tensor, anchor_labels: Tensor, img: Tensor, idx: Tensor, box_per_anchor: Tensor) -> Tensor:
+    def _ohem_cls(
+        self,
+        cls_logits: Tensor,
+        anchors: Tensor,
+        anchor_labels: Tensor,
+        img: Tensor,
+        idx: Tensor,
+        box_per_anchor: Tensor,
+    ) -> Tensor:
         """CE over the OHEM minibatch of each image, averaged over all kept anchors of the batch.
         An anchor's score is its whole loss, CE plus (for positives) the box loss, as in OHEM."""
         with torch.no_grad():

@@ -31,7 +31,15 @@ class RetinaNetHead(nn.Module):
     box subnet in 4·A class-agnostic deltas.
     """
 
-    def __init__(self, channels: int, num_anchors: int, num_classes: int, num_convs: int = 4, norm: str | None = None, prior_prob: float = 0.01):
+    def __init__(
+        self,
+        channels: int,
+        num_anchors: int,
+        num_classes: int,
+        num_convs: int = 4,
+        norm: str | None = None,
+        prior_prob: float = 0.01,
+    ):
         super().__init__()
         if norm is not None and norm not in get_args(HeadNorm):
             raise ValueError(f"head norm {norm!r}: expected None or one of {list(get_args(HeadNorm))}")

@@ -218,9 +218,10 @@ def _precompute_grad(logits: torch.Tensor) -> bool:
     Measured on a 2-core CPU, 200k x 80 logits: the fused pass is compute-bound (exp, log1p,
     exp, division per element), and computing loss + gradient in one forward pass, then a cheap
     in-place ``grad *= grad_output`` in backward, beat "forward loss only, recompute everything in
-    backward" by ~1.5x end to end (scripts/bench_focal_loss.py prints both). The price is one logits-sized tensor held from forward to
-    backward. On accelerators the kernels are memory-bound, where both schemes move the same
-    bytes, so there we save only the inputs and recompute.
+    backward" by ~1.5x end to end (scripts/bench_focal_loss.py prints both). The price is one
+    logits-sized tensor held from forward to backward. On accelerators the kernels are
+    memory-bound, where both schemes move the same bytes, so there we save only the inputs and
+    recompute.
     """
     return logits.requires_grad and torch.is_grad_enabled() and logits.device.type == "cpu"
 
@@ -294,8 +295,7 @@ def _check_dense(logits: torch.Tensor, targets: torch.Tensor, reduction: str) ->
 def _check_labels(logits: torch.Tensor, labels: torch.Tensor) -> None:
     if logits.dim() != 3 or labels.shape != logits.shape[:2]:
         raise ValueError(
-            f"expected logits (B, N, K) and labels (B, N), got {tuple(logits.shape)} "
-            f"and {tuple(labels.shape)}"
+            f"expected logits (B, N, K) and labels (B, N), got {tuple(logits.shape)} and {tuple(labels.shape)}"
         )
     if labels.dtype.is_floating_point or labels.dtype == torch.bool:
         raise TypeError(f"labels must be an integer tensor, got {labels.dtype}")

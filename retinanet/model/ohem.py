@@ -84,7 +84,9 @@ def select_hard_examples(
 
     # One NMS for the whole batch: image index as the category keeps images apart.
     flat = present.flatten().nonzero().squeeze(1)
-    keep_flat = batched_nms(anchors[cand.flatten()[flat]].float(), cand_scores.flatten()[flat], img.flatten()[flat], nms_thresh)
+    keep_flat = batched_nms(
+        anchors[cand.flatten()[flat]].float(), cand_scores.flatten()[flat], img.flatten()[flat], nms_thresh
+    )
     survived = torch.zeros(B * cand.shape[1], dtype=torch.bool, device=scores.device)
     survived[flat[keep_flat]] = True
     survived = survived.view_as(cand)  # candidates are in descending loss order within each row

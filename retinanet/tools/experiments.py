@@ -114,8 +114,17 @@ def load_table(name: str, tables_dir: Path = TABLES_DIR) -> Table:
     if len(set(names)) != len(names):
         raise ConfigError(f"{path}: duplicate row names in {names}")
     common = _per_scale(data.get("common", []), f"{path}: common")
-    return Table(name, data["title"], list(data.get("metrics", ["AP", "AP50", "AP75"])), dict(data["base"]),
-                 common, rows, data.get("repeat_best"), data.get("notes", ""), bool(data.get("timed", False)))
+    return Table(
+        name,
+        data["title"],
+        list(data.get("metrics", ["AP", "AP50", "AP75"])),
+        dict(data["base"]),
+        common,
+        rows,
+        data.get("repeat_best"),
+        data.get("notes", ""),
+        bool(data.get("timed", False)),
+    )
 
 
 def row_config(table: Table, row: Row, scale: str, seed: int = 0, extra: Sequence[str] = ()) -> Config:
@@ -147,7 +156,9 @@ def config_hash(cfg: Config) -> str:
     return hashlib.sha256(blob.encode()).hexdigest()[:12]
 
 
-def measure_inference_ms(model: torch.nn.Module, dataset, device: torch.device, num_images: int = 50, warmup: int = 5) -> float:
+def measure_inference_ms(
+    model: torch.nn.Module, dataset, device: torch.device, num_images: int = 50, warmup: int = 5
+) -> float:
     """Median wall time of one image through the model in eval mode (batch 1, preprocessing,
     network and post-processing; no data loading), in milliseconds: the "time" of Table 1(e)."""
     model.eval()
@@ -188,8 +199,14 @@ def run_one(cfg: Config, run_dir: Path) -> dict:
     # Diverged: training stopped on non-finite losses. (NaN metrics are normal: AP_S is NaN when
     # the val split has no small boxes.) Steps skipped for a non-finite loss are counted apart.
     diverged = "error" in out
-    result = {"metrics": metrics, "train_seconds": round(seconds, 1), "iterations": out["iteration"],
-              "nonfinite_skipped": int(out.get("skipped") or 0), "diverged": diverged, "commit": git_commit()}  # fmt: skip
+    result = {
+        "metrics": metrics,
+        "train_seconds": round(seconds, 1),
+        "iterations": out["iteration"],
+        "nonfinite_skipped": int(out.get("skipped") or 0),
+        "diverged": diverged,
+        "commit": git_commit(),
+    }
     if "error" in out:
         result["error"] = out["error"]
     _write_result(run_dir, result)
@@ -213,12 +230,18 @@ def time_run(cfg: Config, run_dir: Path, result: dict, retime: bool = False) -> 
         return result
     weights = run_dir / "model_final.pth"
     if not weights.is_file():
-        raise ConfigError(f"{weights}: missing, so this run cannot be timed; delete {run_dir / 'result.json'} to train it again")
+        raise ConfigError(
+            f"{weights}: missing, so this run cannot be timed; delete {run_dir / 'result.json'} to train it again"
+        )
     device = resolve_device(cfg.train.device)
     model = load_model(str(weights)).model.to(device)
     _, val_ds = build_datasets(cfg, train=False)
-    result = dict(result, ms_per_image=round(measure_inference_ms(model, val_ds, device), 2), timed_commit=git_commit(),
-                  device=device_name(device))
+    result = dict(
+        result,
+        ms_per_image=round(measure_inference_ms(model, val_ds, device), 2),
+        timed_commit=git_commit(),
+        device=device_name(device),
+    )
     _write_result(run_dir, result)
     return result
 
@@ -251,7 +274,11 @@ def reuse_run(src: Path, run_dir: Path) -> dict:
 
 def plan(table: Table, scale: str, extra: Sequence[str] = ()) -> list[tuple[Row, int, Config]]:
     """Every run of the table at this scale: (row, seed index, resolved config)."""
-    return [(row, s, row_config(table, row, scale, s, extra)) for row in rows_at(table, scale) for s in range(seeds_for(row, scale))]
+    return [
+        (row, s, row_config(table, row, scale, s, extra))
+        for row in rows_at(table, scale)
+        for s in range(seeds_for(row, scale))
+    ]
 
 
 def rows_at(table: Table, scale: str) -> list[Row]:
@@ -271,9 +298,16 @@ def summarize(runs: list[dict], metrics: Sequence[str]) -> dict:
     return out
 
 
-def run_table(name: str, scale: str, extra: Sequence[str] = (), runs_dir: Path = RUNS_DIR,
-              results_dir: Path = RESULTS_DIR, tables_dir: Path = TABLES_DIR, dry_run: bool = False,
-              retime: bool = False) -> dict:  # fmt: skip
+def run_table(
+    name: str,
+    scale: str,
+    extra: Sequence[str] = (),
+    runs_dir: Path = RUNS_DIR,
+    results_dir: Path = RESULTS_DIR,
+    tables_dir: Path = TABLES_DIR,
+    dry_run: bool = False,
+    retime: bool = False,
+) -> dict:
     """Run (or resume) every row of a table and write results_dir/<name>_<scale>.{md,json}.
     retime: measure the inference times of a timing table (speed) again, e.g. on a quiet machine."""
     table = load_table(name, tables_dir)
@@ -303,7 +337,9 @@ def run_table(name: str, scale: str, extra: Sequence[str] = (), runs_dir: Path =
     if rb:
         prefix, want = rb["prefix"], int(_per_scale(rb["seeds"], "repeat_best.seeds").get(scale, 1))
         candidates = [r for r in rows_at(table, scale) if r.name.startswith(prefix)]
-        best = max(candidates, key=lambda r: statistics.fmean(x["metrics"].get("AP", float("-inf")) for x in results[r.name]))
+        best = max(
+            candidates, key=lambda r: statistics.fmean(x["metrics"].get("AP", float("-inf")) for x in results[r.name])
+        )
         for s in range(seeds_for(best, scale), want):
             cfg = row_config(table, best, scale, s, extra)
             run_dir = Path(runs_dir) / f"{name}_{scale}" / config_hash(cfg)
@@ -312,11 +348,23 @@ def run_table(name: str, scale: str, extra: Sequence[str] = (), runs_dir: Path =
         best_note = f"The best {prefix!r} row ({best.name}) was re-run with {want} seeds."
 
     report = {
-        "table": name, "scale": scale, "title": table.title, "commit": git_commit(),
-        "extra_overrides": list(extra), "metrics": table.metrics, "notes": " ".join(x for x in (table.notes, best_note) if x),
-        "rows": [{"name": r.name, "paper": r.paper, "measured": summarize(results[r.name], table.metrics),
-                  "runs": results[r.name]} for r in rows_at(table, scale)],
-    }  # fmt: skip
+        "table": name,
+        "scale": scale,
+        "title": table.title,
+        "commit": git_commit(),
+        "extra_overrides": list(extra),
+        "metrics": table.metrics,
+        "notes": " ".join(x for x in (table.notes, best_note) if x),
+        "rows": [
+            {
+                "name": r.name,
+                "paper": r.paper,
+                "measured": summarize(results[r.name], table.metrics),
+                "runs": results[r.name],
+            }
+            for r in rows_at(table, scale)
+        ],
+    }
     results_dir = Path(results_dir)
     results_dir.mkdir(parents=True, exist_ok=True)
     atomic_write(results_dir / f"{name}_{scale}.json", json.dumps(report, indent=1))
@@ -329,10 +377,22 @@ def format_report(report: dict) -> str:
     """Markdown: the measured numbers (mean, ± half the min-max spread over seeds) beside the paper's."""
     metrics = report["metrics"]
     speed = any("ms_per_image" in r["measured"] for r in report["rows"])
-    head = ["row"] + [f"{m} (paper)" for m in metrics] + [f"{m} (measured)" for m in metrics] + (["ms/img (paper)", "ms/img (measured)"] if speed else []) + ["runs"]
-    lines = [f"# {report['title']} — {report['scale']} scale", "",
-             f"Commit {report['commit']}." + (f" Extra overrides: `{' '.join(report['extra_overrides'])}`." if report["extra_overrides"] else ""), "",
-             "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]  # fmt: skip
+    head = (
+        ["row"]
+        + [f"{m} (paper)" for m in metrics]
+        + [f"{m} (measured)" for m in metrics]
+        + (["ms/img (paper)", "ms/img (measured)"] if speed else [])
+        + ["runs"]
+    )
+    lines = [
+        f"# {report['title']} — {report['scale']} scale",
+        "",
+        f"Commit {report['commit']}."
+        + (f" Extra overrides: `{' '.join(report['extra_overrides'])}`." if report["extra_overrides"] else ""),
+        "",
+        "| " + " | ".join(head) + " |",
+        "|" + "---|" * len(head),
+    ]
     for row in report["rows"]:
         m = row["measured"]
 
@@ -352,4 +412,20 @@ def format_report(report: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
-__all__ = ["TABLES", "SCALES", "Table", "Row", "load_table", "row_config", "plan", "config_hash", "run_one", "time_run", "find_in_other_table", "reuse_run", "run_table", "format_report", "measure_inference_ms"]
+__all__ = [
+    "TABLES",
+    "SCALES",
+    "Table",
+    "Row",
+    "load_table",
+    "row_config",
+    "plan",
+    "config_hash",
+    "run_one",
+    "time_run",
+    "find_in_other_table",
+    "reuse_run",
+    "run_table",
+    "format_report",
+    "measure_inference_ms",
+]

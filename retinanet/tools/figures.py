@@ -29,8 +29,13 @@ def plot_fig1(out: str | Path, gammas: Sequence[float] = FIG1_GAMMAS) -> Path:
         ax.plot(pt, focal_loss_of_pt(pt, g), label=label, lw=2)
     ax.axvspan(0.6, 1.0, color="0.92", zorder=0)
     ax.text(0.8, 4.2, "well-classified\nexamples", ha="center", va="center", fontsize=9)
-    ax.set(xlim=(0, 1), ylim=(0, 5), xlabel="probability of ground truth class", ylabel="loss",
-           title="Fig. 1: focal loss FL(p_t) = -(1 - p_t)^γ log(p_t)")  # fmt: skip
+    ax.set(
+        xlim=(0, 1),
+        ylim=(0, 5),
+        xlabel="probability of ground truth class",
+        ylabel="loss",
+        title="Fig. 1: focal loss FL(p_t) = -(1 - p_t)^γ log(p_t)",
+    )
     ax.legend()
     return save_figure(fig, out)
 
@@ -62,8 +67,11 @@ def plot_fig2(speed_results: str | Path, out: str | Path) -> Path:
         pts.sort()
         ax.plot([p[0] for p in pts], [p[1] for p in pts], "s--", alpha=0.6, label=f"RetinaNet-{depth} (paper, M40)")
     device = next((r["runs"][0].get("device") for r in report["rows"] if r["runs"]), None)
-    ax.set(xlabel="inference time (ms per image" + (f", {device}" if device else "") + ")", ylabel="COCO AP",
-           title=f"Fig. 2: speed versus accuracy ({report['scale']} scale)")  # fmt: skip
+    ax.set(
+        xlabel="inference time (ms per image" + (f", {device}" if device else "") + ")",
+        ylabel="COCO AP",
+        title=f"Fig. 2: speed versus accuracy ({report['scale']} scale)",
+    )
     ax.legend()
     return save_figure(fig, out)
 

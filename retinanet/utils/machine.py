@@ -14,7 +14,6 @@ import torch
 from .paths import SOURCE_ROOT
 
 
-
 @cache
 def cpuinfo() -> dict[str, str]:
     """The first processor's entries of /proc/cpuinfo ({} where there is none)."""

@@ -90,7 +90,9 @@ def draw_detections(
         x1, y1, x2, y2 = boxes[i]
         colour = class_colour(labels[i])
         draw.rectangle([x1, y1, x2, y2], outline=colour, width=line)
-        name = class_names[labels[i]] if class_names is not None and 0 <= labels[i] < len(class_names) else str(labels[i])
+        name = (
+            class_names[labels[i]] if class_names is not None and 0 <= labels[i] < len(class_names) else str(labels[i])
+        )
         text = name if scores[i] is None else f"{name} {scores[i]:.2f}"
         # The tag sits above the box, or inside its top edge when the box touches the image top.
         _tag(draw, text, x1, y1, colour, font, width)

@@ -120,7 +120,9 @@ def _published(weights: str, name: str | None) -> str | None:
         return published[weights]
     is_file_name = "://" in weights or weights.endswith((".pth", ".pt")) or os.path.exists(weights)
     if not is_file_name:
-        raise UnknownNameError(f"unknown weights {weights!r} for {variant}; published: {sorted(published)}, or a .pth/.pt path")
+        raise UnknownNameError(
+            f"unknown weights {weights!r} for {variant}; published: {sorted(published)}, or a .pth/.pt path"
+        )
     return None
 
 
@@ -163,7 +165,9 @@ def load_model(
         elif ckpt.get("config") is not None:
             saved = config_from_dict(ckpt["config"])
             if name is not None and VARIANTS[name]["backbone"] != saved.model.backbone:
-                raise WeightsError(f"{weights} holds a {saved.model.backbone} model, not {name} ({VARIANTS[name]['backbone']})")
+                raise WeightsError(
+                    f"{weights} holds a {saved.model.backbone} model, not {name} ({VARIANTS[name]['backbone']})"
+                )
             run = saved if config is None else run
             model_cfg = saved.model
         elif name is not None or config is not None:
@@ -172,7 +176,10 @@ def load_model(
             if n is not None and n != model_cfg.num_classes:
                 model_cfg = model_cfg.replace(num_classes=n)
         else:
-            raise WeightsError(f"{weights if isinstance(weights, str) else 'the checkpoint'} has no saved config: give a CONFIG (--config) or --model NAME")
+            raise WeightsError(
+                f"{weights if isinstance(weights, str) else 'the checkpoint'} has no saved config: "
+                "give a CONFIG (--config) or --model NAME"
+            )
     run = dataclasses.replace(run, model=model_cfg)
     if overrides:
         run = apply_overrides(run, overrides)
@@ -187,7 +194,8 @@ def load_model(
         except RuntimeError as e:
             first = " ".join(str(e).strip().splitlines()[:3])[:400]
             raise WeightsError(
-                f"{weights}: the weights do not fit the model {model_cfg.backbone}/{model_cfg.num_classes} classes: {first}"
+                f"{weights}: the weights do not fit the model {model_cfg.backbone}/{model_cfg.num_classes} "
+                f"classes: {first}"
             ) from None
     if labels_are_ids and model_cfg.num_classes == 91:
         class_names = coco_category_names()

@@ -10,8 +10,7 @@ import pytest
 import torch
 from PIL import Image
 
-from retinanet.cli import common
-from retinanet.cli import main
+from retinanet.cli import common, main
 from retinanet.config import Config, config_to_dict, load_config
 from retinanet.model.build import build_model
 from retinanet.model.config import ModelConfig
@@ -168,7 +167,16 @@ def test_predict_torchvision_coco_names_classes_by_coco_category(tmp_path, monke
     monkeypatch.setattr(retinanet.weights.loader, "load_url_state_dict", fake_load_url_state_dict)
     Image.new("RGB", (90, 70), (20, 120, 200)).save(tmp_path / "street.jpg")
     out = tmp_path / "pred"
-    argv = ["predict", "--weights", "torchvision-coco", str(tmp_path / "street.jpg"), "--out", str(out), "--score-thresh", "0"]
+    argv = [
+        "predict",
+        "--weights",
+        "torchvision-coco",
+        str(tmp_path / "street.jpg"),
+        "--out",
+        str(out),
+        "--score-thresh",
+        "0",
+    ]
     assert main(argv) == 0
     assert calls == [TORCHVISION_COCO_URL]
     coco = coco_category_names()
@@ -179,7 +187,12 @@ def test_predict_torchvision_coco_names_classes_by_coco_category(tmp_path, monke
 
 def test_predict_errors_are_one_line(tmp_path, capsys):
     Image.new("RGB", (32, 32)).save(tmp_path / "x.png")
-    assert main(["predict", "--weights", str(tmp_path / "none.pth"), str(tmp_path / "x.png"), "--out", str(tmp_path / "o")]) == 2
+    assert (
+        main(
+            ["predict", "--weights", str(tmp_path / "none.pth"), str(tmp_path / "x.png"), "--out", str(tmp_path / "o")]
+        )
+        == 2
+    )
     assert "none.pth" in capsys.readouterr().err
     ckpt = _save_checkpoint(tmp_path / "tiny.pth", 3)
     assert main(["predict", "--weights", str(ckpt), str(tmp_path / "missing.jpg"), "--out", str(tmp_path / "o")]) == 2
@@ -193,8 +206,17 @@ def test_predict_errors_are_one_line(tmp_path, capsys):
 def test_eval_prints_ap_table_and_writes_results(synth, tmp_path, capsys):
     ckpt = _save_checkpoint(tmp_path / "tiny6.pth", 6)  # the synthetic dataset's 6 classes
     results = tmp_path / "results.json"
-    argv = ["eval", str(REPO / "configs/synth/retinanet_r18_synth.yaml"), "--weights", str(ckpt),
-            f"data.train_path={synth}", "data.num_workers=0", "--results", str(results), "--per-class"]
+    argv = [
+        "eval",
+        str(REPO / "configs/synth/retinanet_r18_synth.yaml"),
+        "--weights",
+        str(ckpt),
+        f"data.train_path={synth}",
+        "data.num_workers=0",
+        "--results",
+        str(results),
+        "--per-class",
+    ]
     assert main(argv) == 0
     out = capsys.readouterr().out
     assert "| AP | AP50 | AP75 | AP_S | AP_M | AP_L |" in out
@@ -216,9 +238,19 @@ def test_eval_rejects_a_checkpoint_for_other_classes(synth, tmp_path, capsys):
 def test_demo_end_to_end_tiny(synth, tmp_path, monkeypatch, capsys):
     monkeypatch.setenv("RETINANET_NO_COMPILE", "1")  # the eager focal loss: no compile time in a 1-step run
     out = tmp_path / "demo"
-    argv = ["demo", f"data.train_path={synth}", f"output_dir={out}", "data.num_workers=0",
-            "model.min_size=64", "model.max_size=64", "train.batch_size=2", "train.max_iter=1", "train.lr_steps=[]",
-            "--score-thresh", "0.0"]
+    argv = [
+        "demo",
+        f"data.train_path={synth}",
+        f"output_dir={out}",
+        "data.num_workers=0",
+        "model.min_size=64",
+        "model.max_size=64",
+        "train.batch_size=2",
+        "train.max_iter=1",
+        "train.lr_steps=[]",
+        "--score-thresh",
+        "0.0",
+    ]
     assert main(argv) == 0
     printed = capsys.readouterr().out
     assert printed.count("| AP | AP50 | AP75 | AP_S | AP_M | AP_L |") == 1  # once, not also from the engine

@@ -29,7 +29,14 @@ def coco_dict(images, annotations, categories=((3, "cat"), (7, "dog"))) -> dict:
     return {
         "images": [{"id": i, "file_name": f, "width": w, "height": h} for i, f, w, h in images],
         "annotations": [
-            {"id": k + 1, "image_id": i, "category_id": c, "bbox": list(b), "area": float(b[2] * b[3]), "iscrowd": crowd}
+            {
+                "id": k + 1,
+                "image_id": i,
+                "category_id": c,
+                "bbox": list(b),
+                "area": float(b[2] * b[3]),
+                "iscrowd": crowd,
+            }
             for k, (i, c, b, crowd) in enumerate(annotations)
         ],
         "categories": [{"id": c, "name": n} for c, n in categories],

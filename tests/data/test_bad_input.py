@@ -40,7 +40,9 @@ def test_csv_degenerate_box_message(tmp_path):
     ],
 )
 def test_csv_degenerate_kinds(tmp_path, row, words):
-    with pytest.raises(DatasetError, match="annotations.csv line 2: .*" + words.replace("(", r"\(").replace(")", r"\)")):
+    with pytest.raises(
+        DatasetError, match="annotations.csv line 2: .*" + words.replace("(", r"\(").replace(")", r"\)")
+    ):
         csv_dataset(tmp_path, "a.jpg,1,1,5,5,dog\n" + row + "\n")
     ds = csv_dataset(tmp_path, "a.jpg,1,1,5,5,dog\n" + row + "\n", on_bad="skip")
     assert ds.skipped == {"degenerate_box": 1}
@@ -89,7 +91,9 @@ def test_unknown_class(tmp_path, coco_case):
     images_dir, ann, data = coco_case
     data["annotations"][0]["category_id"] = 99
     write_json(ann, data)
-    with pytest.raises(DatasetError, match=r"instances.json annotations\[0\] \(id=1\): unknown category_id 99 for image 'a.png'"):
+    with pytest.raises(
+        DatasetError, match=r"instances.json annotations\[0\] \(id=1\): unknown category_id 99 for image 'a.png'"
+    ):
         CocoDetection(images_dir, ann)
     assert CocoDetection(images_dir, ann, on_bad="skip").skipped == {"unknown_class": 1}
 
@@ -105,7 +109,9 @@ def test_unknown_class(tmp_path, coco_case):
 
 
 def test_missing_image(tmp_path, coco_case):
-    with pytest.raises(FileNotFoundError, match=r"annotations.csv \(first row for it: line 2\): image file not found: .*gone.jpg"):
+    with pytest.raises(
+        FileNotFoundError, match=r"annotations.csv \(first row for it: line 2\): image file not found: .*gone.jpg"
+    ):
         csv_dataset(tmp_path, "a.jpg,1,1,5,5,dog\ngone.jpg,1,1,5,5,dog\n")
     ds = csv_dataset(tmp_path, "a.jpg,1,1,5,5,dog\ngone.jpg,1,1,5,5,dog\n", on_bad="skip")
     assert ds.skipped == {"missing_image": 1} and len(ds) == 1

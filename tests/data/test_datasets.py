@@ -155,13 +155,7 @@ def make_csv(tmp_path):
     write_image(tmp_path / "imgs" / "b.png", 20, 20)
     absolute = write_image(tmp_path / "other" / "c.png", 16, 16)
     ann = tmp_path / "annotations.csv"
-    ann.write_text(
-        "imgs/a.png,1,2,11,12,dog\n"
-        "imgs/a.png,5,5,30,25,cat\n"
-        "\n"
-        "imgs/b.png,,,,,\n"
-        f"{absolute},0,0,8,8,dog\n"
-    )
+    ann.write_text(f"imgs/a.png,1,2,11,12,dog\nimgs/a.png,5,5,30,25,cat\n\nimgs/b.png,,,,,\n{absolute},0,0,8,8,dog\n")
     classes = tmp_path / "classes.csv"
     classes.write_text("dog,5\ncat,2\n")
     return ann, classes

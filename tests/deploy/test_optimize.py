@@ -40,7 +40,11 @@ def plain_dets(r50, images):
 
 @pytest.mark.parametrize(
     "options",
-    [dict(fold_bn=True, channels_last=False), dict(fold_bn=False, channels_last=True), dict(fold_bn=True, channels_last=True)],
+    [
+        dict(fold_bn=True, channels_last=False),
+        dict(fold_bn=False, channels_last=True),
+        dict(fold_bn=True, channels_last=True),
+    ],
     ids=["fold_bn", "channels_last", "fold_bn+channels_last"],
 )
 def test_fp32_fast_paths_give_the_same_detections(r50, images, plain_dets, options):
@@ -87,7 +91,9 @@ def _head_outputs(model, images):
 
 def test_eval_batchnorm_is_folded_groupnorm_is_not():
     torch.manual_seed(0)
-    cfg = ModelConfig(backbone="resnet18", num_classes=3, norm="bn", head_norm="gn", freeze_at=0, min_size=96, max_size=96)
+    cfg = ModelConfig(
+        backbone="resnet18", num_classes=3, norm="bn", head_norm="gn", freeze_at=0, min_size=96, max_size=96
+    )
     model = build_model(cfg)
     _randomize_norms(model)
     images = random_images(2, 96, CPU, seed=1)

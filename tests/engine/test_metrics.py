@@ -38,14 +38,16 @@ def make_gt(num_images: int = 50, seed: int = 0) -> dict:
             ratio = float(np.exp(rng.uniform(-0.7, 0.7)))
             bw, bh = min(side * ratio, w - 1), min(side / ratio, h - 1)
             x, y = rng.uniform(0, w - bw), rng.uniform(0, h - bh)
-            anns.append({
-                "id": len(anns) + 1,
-                "image_id": image_id,
-                "category_id": int(rng.choice(CAT_IDS)),
-                "bbox": [float(x), float(y), float(bw), float(bh)],
-                "area": float(bw * bh),
-                "iscrowd": int(rng.random() < 0.05),
-            })
+            anns.append(
+                {
+                    "id": len(anns) + 1,
+                    "image_id": image_id,
+                    "category_id": int(rng.choice(CAT_IDS)),
+                    "bbox": [float(x), float(y), float(bw), float(bh)],
+                    "area": float(bw * bh),
+                    "iscrowd": int(rng.random() < 0.05),
+                }
+            )
     cats = [{"id": c, "name": n} for c, n in zip(CAT_IDS, CAT_NAMES)]
     return {"images": images, "annotations": anns, "categories": cats}
 
@@ -104,8 +106,16 @@ def run(gt: dict, dets: dict[int, dict], backend: str = "faster_coco_eval") -> d
 def one_box_gt(crowd_box: list[float] | None = None) -> dict:
     anns = [{"id": 1, "image_id": 1, "category_id": 3, "bbox": [0.0, 0.0, 100.0, 100.0], "area": 1e4, "iscrowd": 0}]
     if crowd_box is not None:
-        anns.append({"id": 2, "image_id": 1, "category_id": 3, "bbox": crowd_box,
-                     "area": crowd_box[2] * crowd_box[3], "iscrowd": 1})
+        anns.append(
+            {
+                "id": 2,
+                "image_id": 1,
+                "category_id": 3,
+                "bbox": crowd_box,
+                "area": crowd_box[2] * crowd_box[3],
+                "iscrowd": 1,
+            }
+        )
     cats = [{"id": c, "name": n} for c, n in zip(CAT_IDS, CAT_NAMES)]
     return {"images": [{"id": 1, "width": 400, "height": 400}], "annotations": anns, "categories": cats}
 
@@ -169,16 +179,27 @@ def test_no_detections_give_ap_0(backend, capsys):
 
 
 def test_labels_map_to_category_ids():
-    det = {"boxes": torch.tensor([[10.0, 20.0, 50.0, 80.0]]), "scores": torch.tensor([0.9]),
-           "labels": torch.tensor([1])}
+    det = {
+        "boxes": torch.tensor([[10.0, 20.0, 50.0, 80.0]]),
+        "scores": torch.tensor([0.9]),
+        "labels": torch.tensor([1]),
+    }
     (r,) = detections_to_results(5, det, CAT_IDS)
     assert r["category_id"] == 3 and r["image_id"] == 5
     assert r["bbox"] == pytest.approx([10.0, 20.0, 40.0, 60.0])  # xyxy -> xywh
     assert r["score"] == pytest.approx(0.9)
 
     ev = CocoEvaluator(one_box_gt(), CAT_IDS)
-    ev.update([1], [{"boxes": torch.tensor([[0.0, 0.0, 100.0, 100.0]]), "scores": torch.tensor([0.9]),
-                     "labels": torch.tensor([1])}])
+    ev.update(
+        [1],
+        [
+            {
+                "boxes": torch.tensor([[0.0, 0.0, 100.0, 100.0]]),
+                "scores": torch.tensor([0.9]),
+                "labels": torch.tensor([1]),
+            }
+        ],
+    )
     assert [r["category_id"] for r in ev.results()] == [3]
     m = ev.evaluate()
     assert m["AP"] == pytest.approx(100.0)
@@ -201,8 +222,16 @@ def test_one_box_at_iou_062(backend):
     # off the 0.60 threshold so float rounding cannot decide the case. It matches at IoU
     # thresholds .50, .55, .60 and misses at the 7 higher ones: AP50 100, AP75 0, AP 30.
     ev = CocoEvaluator(one_box_gt(), CAT_IDS, backend=backend)
-    ev.update([1], [{"boxes": torch.tensor([[0.0, 0.0, 100.0, 62.0]]), "scores": torch.tensor([0.8]),
-                     "labels": torch.tensor([1])}])
+    ev.update(
+        [1],
+        [
+            {
+                "boxes": torch.tensor([[0.0, 0.0, 100.0, 62.0]]),
+                "scores": torch.tensor([0.8]),
+                "labels": torch.tensor([1]),
+            }
+        ],
+    )
     m = ev.evaluate()
     assert m["AP50"] == pytest.approx(100.0)
     assert m["AP75"] == pytest.approx(0.0)
@@ -224,8 +253,11 @@ def test_detection_on_crowd_region_is_ignored(backend):
     def ap(crowd: bool) -> float:
         gt = one_box_gt(crowd_box=[150.0, 150.0, 250.0, 250.0])
         gt["annotations"][1]["iscrowd"] = int(crowd)
-        det = {"boxes": torch.tensor(in_crowd["boxes"] + gt_box["boxes"]),
-               "scores": torch.tensor(in_crowd["scores"] + gt_box["scores"]), "labels": torch.tensor([1, 1])}
+        det = {
+            "boxes": torch.tensor(in_crowd["boxes"] + gt_box["boxes"]),
+            "scores": torch.tensor(in_crowd["scores"] + gt_box["scores"]),
+            "labels": torch.tensor([1, 1]),
+        }
         ev = CocoEvaluator(gt, CAT_IDS, backend=backend)
         ev.update([1], [det])
         return ev.evaluate()["AP50"]
@@ -241,10 +273,12 @@ def test_image_without_gt_and_incomplete_gt(backend):
     for a in gt["annotations"]:  # what a converted VOC/CSV set may look like
         del a["area"], a["iscrowd"]
         a["id"] = 0  # 0 would read as "unmatched" inside COCOeval: must be renumbered
-    hit = {"boxes": torch.tensor([[0.0, 0.0, 100.0, 100.0]]), "scores": torch.tensor([0.5]),
-           "labels": torch.tensor([1])}
-    fp = {"boxes": torch.tensor([[0.0, 0.0, 100.0, 100.0]]), "scores": torch.tensor([0.9]),
-          "labels": torch.tensor([1])}
+    hit = {
+        "boxes": torch.tensor([[0.0, 0.0, 100.0, 100.0]]),
+        "scores": torch.tensor([0.5]),
+        "labels": torch.tensor([1]),
+    }
+    fp = {"boxes": torch.tensor([[0.0, 0.0, 100.0, 100.0]]), "scores": torch.tensor([0.9]), "labels": torch.tensor([1])}
     ev = CocoEvaluator(gt, CAT_IDS, backend=backend)
     ev.update([1, 2], [hit, fp])
     m = ev.evaluate()
@@ -289,8 +323,15 @@ def test_extend_and_merge_equal_a_single_evaluator():
 
 
 def test_tables():
-    m = {"AP": 34.04, "AP50": 52.5, "AP75": 36.46, "APs": float("nan"), "APm": 38.0, "APl": 46.3,
-         "per_class": {"circle": 12.34, "square": float("nan")}}
+    m = {
+        "AP": 34.04,
+        "AP50": 52.5,
+        "AP75": 36.46,
+        "APs": float("nan"),
+        "APm": 38.0,
+        "APl": 46.3,
+        "per_class": {"circle": 12.34, "square": float("nan")},
+    }
     table = format_ap_table(m, title="R50 600")
     assert table.splitlines() == [
         "**R50 600**",
@@ -299,5 +340,9 @@ def test_tables():
         "|---|---|---|---|---|---|",
         "| 34.0 | 52.5 | 36.5 | n/a | 38.0 | 46.3 |",
     ]
-    assert format_per_class_table(m).splitlines() == ["| class | AP |", "|---|---|", "| circle | 12.3 |",
-                                                      "| square | n/a |"]
+    assert format_per_class_table(m).splitlines() == [
+        "| class | AP |",
+        "|---|---|",
+        "| circle | 12.3 |",
+        "| square | n/a |",
+    ]

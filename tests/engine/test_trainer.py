@@ -15,11 +15,23 @@ from retinanet.data.synth import generate_synthetic
 from retinanet.engine import NonFiniteLossError, atomic_save, load_checkpoint, lr_factor, train
 
 TINY = [
-    "model.backbone=resnet18", "model.norm=frozen_bn", "model.freeze_at=1", "model.head_norm=gn",
-    "model.min_size=128", "model.max_size=128", "model.size_divisor=32",
-    "train.batch_size=4", "train.base_batch_size=16", "train.warmup_iters=2", "train.max_iter=6",
-    "train.lr_steps=[4]", "train.checkpoint_period=2", "train.log_period=1", "train.eval_period=0",
-    "data.num_workers=0", "data.kind=synth",
+    "model.backbone=resnet18",
+    "model.norm=frozen_bn",
+    "model.freeze_at=1",
+    "model.head_norm=gn",
+    "model.min_size=128",
+    "model.max_size=128",
+    "model.size_divisor=32",
+    "train.batch_size=4",
+    "train.base_batch_size=16",
+    "train.warmup_iters=2",
+    "train.max_iter=6",
+    "train.lr_steps=[4]",
+    "train.checkpoint_period=2",
+    "train.log_period=1",
+    "train.eval_period=0",
+    "data.num_workers=0",
+    "data.kind=synth",
 ]
 
 
@@ -40,7 +52,9 @@ def _params(model):
 
 def test_lr_schedule_paper():
     # warmup from 1/3 to 1 over 500 iterations, ÷10 at 60k and 80k (§4)
-    f = lambda it: lr_factor(it, 500, 1 / 3, (60000, 80000), 0.1)
+    def f(it):
+        return lr_factor(it, 500, 1 / 3, (60000, 80000), 0.1)
+
     assert f(0) == pytest.approx(1 / 3)
     assert f(250) == pytest.approx(2 / 3)
     assert f(500) == 1.0 and f(59999) == 1.0
@@ -65,7 +79,7 @@ def test_training_lowers_the_loss_and_writes_outputs(synth_dir, tmp_path):
     lines = (tmp_path / "metrics.jsonl").read_text().splitlines()
     import json
 
-    losses = [json.loads(l)["loss"] for l in lines if '"loss"' in l]
+    losses = [json.loads(line)["loss"] for line in lines if '"loss"' in line]
     assert len(losses) == 8
     assert min(losses[-3:]) < losses[0]
     assert (tmp_path / "config.yaml").exists() and (tmp_path / "model_final.pth").exists()
@@ -108,7 +122,12 @@ RUNNER = textwrap.dedent(
 
 
 def test_killed_run_resumes_to_identical_weights(synth_dir, tmp_path):
-    base = TINY + [f"data.train_path={synth_dir}", "train.max_iter=8", "train.deterministic=true", "model.train_min_sizes=[96,128]"]
+    base = TINY + [
+        f"data.train_path={synth_dir}",
+        "train.max_iter=8",
+        "train.deterministic=true",
+        "model.train_min_sizes=[96,128]",
+    ]
     # uninterrupted reference
     ref = tmp_path / "ref"
     train(load_config(None, base + [f"output_dir={ref}"]))
@@ -155,9 +174,22 @@ def test_ddp_two_processes_match_single_process(synth_dir, tmp_path):
     script.write_text(DDP_WORKER)
     args = TINY + [f"data.train_path={synth_dir}", "train.max_iter=3"]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--master_port=29531", str(script), str(tmp_path)]
+    cmd = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--nproc_per_node=2",
+        "--master_port=29531",
+        str(script),
+        str(tmp_path),
+    ]
     subprocess.run(cmd + args + [f"output_dir={tmp_path / 'ddp'}"], check=True, env=env, timeout=600)
-    subprocess.run([sys.executable, str(script), str(tmp_path)] + args + [f"output_dir={tmp_path / 'single'}"], check=True, env=env, timeout=600)
+    subprocess.run(
+        [sys.executable, str(script), str(tmp_path)] + args + [f"output_dir={tmp_path / 'single'}"],
+        check=True,
+        env=env,
+        timeout=600,
+    )
     r0, r1 = torch.load(tmp_path / "steps_rank0.pt"), torch.load(tmp_path / "steps_rank1.pt")
     single = torch.load(tmp_path / "steps_ranksingle.pt")
     assert r0.shape[0] == 3
@@ -186,8 +218,11 @@ def _write_voc_and_csv(synth_dir, tmp_path):
         for a in anns:
             x, y, w, h = a["bbox"]
             # VOC: 1-based inclusive pixel indices
-            objects += (f"<object><name>{names[a['category_id']]}</name><difficult>0</difficult><bndbox>"
-                        f"<xmin>{x + 1:.1f}</xmin><ymin>{y + 1:.1f}</ymin><xmax>{x + w:.1f}</xmax><ymax>{y + h:.1f}</ymax></bndbox></object>")
+            objects += (
+                f"<object><name>{names[a['category_id']]}</name><difficult>0</difficult><bndbox>"
+                f"<xmin>{x + 1:.1f}</xmin><ymin>{y + 1:.1f}</ymin>"
+                f"<xmax>{x + w:.1f}</xmax><ymax>{y + h:.1f}</ymax></bndbox></object>"
+            )
             rows.append(f"{voc / img['file_name']},{x:.1f},{y:.1f},{x + w:.1f},{y + h:.1f},{names[a['category_id']]}")
         if not anns:
             rows.append(f"{voc / img['file_name']},,,,,")
@@ -206,23 +241,36 @@ def test_training_on_voc_xml_and_csv(synth_dir, tmp_path):
     voc, csv_file, class_map = _write_voc_and_csv(synth_dir, tmp_path)
     runs = {
         "voc": ["data.kind=voc", f"data.train_path={voc}", f"data.val_path={voc}"],
-        "csv": ["data.kind=csv", f"data.train_path={csv_file}", f"data.val_path={csv_file}", f"data.class_map={class_map}"],
+        "csv": [
+            "data.kind=csv",
+            f"data.train_path={csv_file}",
+            f"data.val_path={csv_file}",
+            f"data.class_map={class_map}",
+        ],
     }
     for kind, extra in runs.items():
         out = tmp_path / f"out_{kind}"
         base = [o for o in TINY if not o.startswith("data.kind")]
-        result = train(load_config(None, base + extra + ["train.max_iter=3", "train.lr_steps=[2]", f"output_dir={out}"]))
-        losses = [json.loads(l)["loss"] for l in (out / "metrics.jsonl").read_text().splitlines() if '"loss"' in l]
+        result = train(
+            load_config(None, base + extra + ["train.max_iter=3", "train.lr_steps=[2]", f"output_dir={out}"])
+        )
+        losses = [
+            json.loads(line)["loss"] for line in (out / "metrics.jsonl").read_text().splitlines() if '"loss"' in line
+        ]
         assert len(losses) == 3 and all(0 < v < 100 for v in losses), (kind, losses)
         assert result["iteration"] == 3 and 0.0 <= result["metrics"]["AP"] <= 100.0, kind
         # both take the class list in sorted order (the class map written above; VOC: collected)
-        assert load_checkpoint(out / "model_final.pth")["class_names"] == sorted(["circle", "square", "triangle", "ring", "cross", "star"])
+        assert load_checkpoint(out / "model_final.pth")["class_names"] == sorted(
+            ["circle", "square", "triangle", "ring", "cross", "star"]
+        )
 
 
 def test_bf16_autocast_training_on_cpu(synth_dir, tmp_path):
     import json
 
     result = train(_cfg(synth_dir, tmp_path, "train.amp=bf16", "train.max_iter=2", "train.lr_steps=[1]"))
-    losses = [json.loads(l)["loss"] for l in (tmp_path / "metrics.jsonl").read_text().splitlines() if '"loss"' in l]
+    losses = [
+        json.loads(line)["loss"] for line in (tmp_path / "metrics.jsonl").read_text().splitlines() if '"loss"' in line
+    ]
     assert len(losses) == 2 and all(0 < v < 100 for v in losses)
     assert result["skipped"] == 0 and "AP" in result["metrics"]

@@ -10,9 +10,9 @@ from PIL import Image
 
 from retinanet.cli import main
 from retinanet.config import Config, config_to_dict
+from retinanet.inference.predict import CocoPredictions, batched
 from retinanet.model.build import build_model
 from retinanet.model.config import ModelConfig
-from retinanet.inference.predict import CocoPredictions, batched
 
 NAMES = ["cat", "dog", "owl"]
 
@@ -20,10 +20,22 @@ NAMES = ["cat", "dog", "owl"]
 @pytest.fixture(scope="module")
 def checkpoint(tmp_path_factory):
     torch.manual_seed(0)
-    cfg = ModelConfig(backbone="resnet18", num_classes=3, fpn_channels=64, head_convs=1, min_size=96, max_size=128,
-                      size_divisor=32, score_thresh=0.0, detections_per_img=5)
+    cfg = ModelConfig(
+        backbone="resnet18",
+        num_classes=3,
+        fpn_channels=64,
+        head_convs=1,
+        min_size=96,
+        max_size=128,
+        size_divisor=32,
+        score_thresh=0.0,
+        detections_per_img=5,
+    )
     path = tmp_path_factory.mktemp("predict") / "tiny.pth"
-    torch.save({"model": build_model(cfg).state_dict(), "config": config_to_dict(Config(model=cfg)), "class_names": NAMES}, path)
+    torch.save(
+        {"model": build_model(cfg).state_dict(), "config": config_to_dict(Config(model=cfg)), "class_names": NAMES},
+        path,
+    )
     return path
 
 
@@ -42,7 +54,9 @@ def test_coco_predictions_ids_and_boxes():
     ours.add("a.png", 10, 20, [{"box": [1.0, 2.0, 4.0, 8.0], "score": 0.5, "label": 2, "class_name": "owl"}])
     assert ours.data["categories"] == [{"id": 1, "name": "cat"}, {"id": 2, "name": "dog"}, {"id": 3, "name": "owl"}]
     (ann,) = ours.data["annotations"]
-    assert ann["category_id"] == 3 and ann["bbox"] == [1.0, 2.0, 3.0, 6.0] and ann["area"] == 18.0 and ann["image_id"] == 1
+    assert (
+        ann["category_id"] == 3 and ann["bbox"] == [1.0, 2.0, 3.0, 6.0] and ann["area"] == 18.0 and ann["image_id"] == 1
+    )
     coco_ids = CocoPredictions(["__background__", "person", "N/A", "car"], labels_are_category_ids=True)
     assert coco_ids.data["categories"] == [{"id": 1, "name": "person"}, {"id": 3, "name": "car"}]
     assert coco_ids.category_id(3) == 3
@@ -55,8 +69,21 @@ def test_predict_folder_batched_with_coco_json(checkpoint, tmp_path, capsys):
         frame.save(folder / ("sub" if i == 2 else "") / f"p{i}.png")
     out = tmp_path / "pred"
     coco = tmp_path / "all.json"
-    argv = ["predict", "--weights", str(checkpoint), str(folder), "--out", str(out), "--score-thresh", "0",
-            "--batch-size", "2", "--coco", str(coco), "--no-pictures"]
+    argv = [
+        "predict",
+        "--weights",
+        str(checkpoint),
+        str(folder),
+        "--out",
+        str(out),
+        "--score-thresh",
+        "0",
+        "--batch-size",
+        "2",
+        "--coco",
+        str(coco),
+        "--no-pictures",
+    ]
     assert main(argv) == 0
     assert sorted(p.name for p in out.iterdir()) == ["p0.json", "p1.json", "p2.json"]  # no PNGs
     data = json.loads(coco.read_text())
@@ -78,12 +105,25 @@ def test_predict_animated_gif_as_video(checkpoint, tmp_path, capsys):
     video = tmp_path / "clip.gif"
     frames[0].save(video, save_all=True, append_images=frames[1:], duration=[100, 200, 100, 100], loop=0)
     out = tmp_path / "pred"
-    argv = ["predict", "--weights", str(checkpoint), str(video), "--out", str(out), "--score-thresh", "0", "--save-video"]
+    argv = [
+        "predict",
+        "--weights",
+        str(checkpoint),
+        str(video),
+        "--out",
+        str(out),
+        "--score-thresh",
+        "0",
+        "--save-video",
+    ]
     assert main(argv) == 0
     data = json.loads((out / "clip_detections.json").read_text())
     assert [im["frame_index"] for im in data["images"]] == [0, 1, 2, 3]
     assert [im["timestamp"] for im in data["images"]] == [0.0, 0.1, 0.3, 0.4]
-    assert data["images"][0]["file_name"] == "clip.gif#frame=0" and (data["images"][0]["width"], data["images"][0]["height"]) == (80, 60)
+    assert data["images"][0]["file_name"] == "clip.gif#frame=0" and (
+        data["images"][0]["width"],
+        data["images"][0]["height"],
+    ) == (80, 60)
     assert len(data["annotations"]) == 20 and data["info"]["fps"] == 8.0
     assert {c["name"] for c in data["categories"]} == set(NAMES)
     annotated = Image.open(out / "clip_detections.gif")
@@ -126,7 +166,17 @@ def test_predict_mp4_with_pyav(checkpoint, tmp_path, capsys):
     video = tmp_path / "clip.mp4"
     _write_mp4(video, _frames(5, size=(96, 64)))
     out = tmp_path / "pred"
-    argv = ["predict", "--weights", str(checkpoint), str(video), "--out", str(out), "--score-thresh", "0", "--save-video"]
+    argv = [
+        "predict",
+        "--weights",
+        str(checkpoint),
+        str(video),
+        "--out",
+        str(out),
+        "--score-thresh",
+        "0",
+        "--save-video",
+    ]
     assert main(argv) == 0
     data = json.loads((out / "clip_detections.json").read_text())
     assert [im["frame_index"] for im in data["images"]] == [0, 1, 2, 3, 4]

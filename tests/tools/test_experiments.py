@@ -7,19 +7,45 @@ import math
 import pytest
 import yaml
 
-from retinanet.tools import experiments as ex
 from retinanet.config import scaled_lr
 from retinanet.data.synth import generate_synthetic
+from retinanet.tools import experiments as ex
 
 # The paper's numbers and settings (Lin et al. 2017, Table 1 (a)-(e) and §4).
 PAPER_ALPHA = {0.10: 0.0, 0.25: 10.8, 0.50: 30.2, 0.75: 31.1, 0.90: 30.8, 0.99: 28.7, 0.999: 25.1}
-PAPER_GAMMA = [(0.0, 0.75, 31.1), (0.1, 0.75, 31.4), (0.2, 0.75, 31.9), (0.5, 0.50, 32.9), (1.0, 0.25, 33.7), (2.0, 0.25, 34.0), (5.0, 0.25, 32.2)]
+PAPER_GAMMA = [
+    (0.0, 0.75, 31.1),
+    (0.1, 0.75, 31.4),
+    (0.2, 0.75, 31.9),
+    (0.5, 0.50, 32.9),
+    (1.0, 0.25, 33.7),
+    (2.0, 0.25, 34.0),
+    (5.0, 0.25, 32.2),
+]
 PAPER_ANCHORS = [(1, 1, 30.3), (2, 1, 31.9), (3, 1, 31.8), (1, 3, 32.4), (2, 3, 34.2), (3, 3, 34.0), (4, 3, 33.8)]
-PAPER_OHEM = [(128, 0.7, None, 31.1), (256, 0.7, None, 31.8), (512, 0.7, None, 30.6), (128, 0.5, None, 32.8), (256, 0.5, None, 31.0),
-             (512, 0.5, None, 27.6), (128, 0.5, 0.25, 31.1), (256, 0.5, 0.25, 28.3), (512, 0.5, 0.25, 24.0)]  # fmt: skip
-PAPER_SPEED = {("resnet50", 400): (30.5, 64), ("resnet50", 500): (32.5, 72), ("resnet50", 600): (34.3, 98), ("resnet50", 700): (35.1, 121),
-              ("resnet50", 800): (35.7, 153), ("resnet101", 400): (31.9, 81), ("resnet101", 500): (34.4, 90),
-              ("resnet101", 600): (36.0, 122), ("resnet101", 700): (37.1, 154), ("resnet101", 800): (37.8, 198)}  # fmt: skip
+PAPER_OHEM = [
+    (128, 0.7, None, 31.1),
+    (256, 0.7, None, 31.8),
+    (512, 0.7, None, 30.6),
+    (128, 0.5, None, 32.8),
+    (256, 0.5, None, 31.0),
+    (512, 0.5, None, 27.6),
+    (128, 0.5, 0.25, 31.1),
+    (256, 0.5, 0.25, 28.3),
+    (512, 0.5, 0.25, 24.0),
+]
+PAPER_SPEED = {
+    ("resnet50", 400): (30.5, 64),
+    ("resnet50", 500): (32.5, 72),
+    ("resnet50", 600): (34.3, 98),
+    ("resnet50", 700): (35.1, 121),
+    ("resnet50", 800): (35.7, 153),
+    ("resnet101", 400): (31.9, 81),
+    ("resnet101", 500): (34.4, 90),
+    ("resnet101", 600): (36.0, 122),
+    ("resnet101", 700): (37.1, 154),
+    ("resnet101", 800): (37.8, 198),
+}
 
 
 def paper_configs(name):
@@ -36,7 +62,13 @@ def assert_paper_recipe(cfg, backbone="resnet50", min_size=600):
     assert (m.fg_iou_thresh, m.bg_iou_thresh) == (0.5, 0.4)
     assert m.anchor_sizes == (32.0, 64.0, 128.0, 256.0, 512.0)
     assert (m.score_thresh, m.topk_candidates, m.nms_thresh, m.detections_per_img) == (0.05, 1000, 0.5, 100)
-    assert (t.batch_size, scaled_lr(t), t.max_iter, tuple(t.lr_steps), t.lr_gamma) == (16, 0.01, 90000, (60000, 80000), 0.1)
+    assert (t.batch_size, scaled_lr(t), t.max_iter, tuple(t.lr_steps), t.lr_gamma) == (
+        16,
+        0.01,
+        90000,
+        (60000, 80000),
+        0.1,
+    )
     assert (t.momentum, t.weight_decay) == (0.9, 1e-4)
     assert cfg.data.kind == "coco" and cfg.data.hflip_prob == 0.5 and m.train_min_sizes == ()
 
@@ -72,7 +104,11 @@ def test_anchor_table_paper_scale_matches_spec():
 
 def test_ohem_table_paper_scale_matches_spec():
     rows = paper_configs("ohem")
-    ohem = [(c.model.ohem_batch_size, c.model.ohem_nms_thresh, c.model.ohem_pos_fraction, r.paper["AP"]) for r, c in rows if c.model.cls_loss == "ohem"]
+    ohem = [
+        (c.model.ohem_batch_size, c.model.ohem_nms_thresh, c.model.ohem_pos_fraction, r.paper["AP"])
+        for r, c in rows
+        if c.model.cls_loss == "ohem"
+    ]
     assert ohem == PAPER_OHEM
     assert all(c.model.focal_alpha is None for r, c in rows if c.model.cls_loss == "ohem")  # plain CE
     fl = [(c.model.focal_gamma, c.model.focal_alpha, r.paper["AP"]) for r, c in rows if c.model.cls_loss == "focal"]
@@ -116,9 +152,20 @@ def test_bad_table_files_give_clear_errors(tmp_path):
         ex.load_table("t", tmp_path)
 
 
-TINY = ["model.min_size=128", "model.max_size=128", "model.fpn_channels=64", "model.head_convs=1",
-        "train.batch_size=4", "train.base_batch_size=4", "train.max_iter=3", "train.lr_steps=[2]", "train.warmup_iters=1",
-        "train.checkpoint_period=1", "train.log_period=1", "data.num_workers=0"]  # fmt: skip
+TINY = [
+    "model.min_size=128",
+    "model.max_size=128",
+    "model.fpn_channels=64",
+    "model.head_convs=1",
+    "train.batch_size=4",
+    "train.base_batch_size=4",
+    "train.max_iter=3",
+    "train.lr_steps=[2]",
+    "train.warmup_iters=1",
+    "train.checkpoint_period=1",
+    "train.log_period=1",
+    "data.num_workers=0",
+]
 
 
 def test_run_table_caches_rows_and_writes_reports(tmp_path, monkeypatch):
@@ -126,12 +173,24 @@ def test_run_table_caches_rows_and_writes_reports(tmp_path, monkeypatch):
     tables = tmp_path / "tables"
     tables.mkdir()
     base = tmp_path / "base.yaml"
-    base.write_text(yaml.safe_dump({"model": {"backbone": "resnet18", "norm": "bn", "freeze_at": 0, "head_norm": "gn"},
-                                    "data": {"kind": "synth", "train_path": str(data)}}))  # fmt: skip
-    table = {"title": "tiny α", "base": {"mini": str(base)}, "common": {"mini": TINY + ["model.cls_loss=ce"]},
-             "rows": [{"name": "α=.25", "overrides": ["model.focal_alpha=0.25"], "paper": {"AP": 10.8}},
-                      {"name": "α=.75", "overrides": ["model.focal_alpha=0.75"], "paper": {"AP": 31.1}}],
-             "repeat_best": {"prefix": "α=", "seeds": {"mini": 2}}}  # fmt: skip
+    base.write_text(
+        yaml.safe_dump(
+            {
+                "model": {"backbone": "resnet18", "norm": "bn", "freeze_at": 0, "head_norm": "gn"},
+                "data": {"kind": "synth", "train_path": str(data)},
+            }
+        )
+    )
+    table = {
+        "title": "tiny α",
+        "base": {"mini": str(base)},
+        "common": {"mini": TINY + ["model.cls_loss=ce"]},
+        "rows": [
+            {"name": "α=.25", "overrides": ["model.focal_alpha=0.25"], "paper": {"AP": 10.8}},
+            {"name": "α=.75", "overrides": ["model.focal_alpha=0.75"], "paper": {"AP": 31.1}},
+        ],
+        "repeat_best": {"prefix": "α=", "seeds": {"mini": 2}},
+    }
     (tables / "tiny.yaml").write_text(yaml.safe_dump(table, allow_unicode=True))
     trained = []
     import retinanet.engine
@@ -172,18 +231,31 @@ def test_run_table_caches_rows_and_writes_reports(tmp_path, monkeypatch):
 
     # Another table holding the same config reuses the run (result and weights) instead of training
     # it; a timing table (speed) times its rows after training them, and --retime times them again.
-    speed = dict(table, title="tiny speed", timed=True, rows=[table["rows"][1], {"name": "α=.5", "overrides": ["model.focal_alpha=0.5"]}])
+    speed = dict(
+        table,
+        title="tiny speed",
+        timed=True,
+        rows=[table["rows"][1], {"name": "α=.5", "overrides": ["model.focal_alpha=0.5"]}],
+    )
     del speed["repeat_best"]
     (tables / "speed.yaml").write_text(yaml.safe_dump(speed, allow_unicode=True))
     rep = ex.run_table("speed", "mini", **kw)
     assert len(trained) == 5  # only α=.5 trained
     shared = rep["rows"][0]["runs"][0]
-    assert shared["reused_from"] == "tiny_mini" and (tmp_path / "runs" / "speed_mini" / shared["hash"] / "model_final.pth").is_file()
-    assert shared["metrics"] == json.loads((tmp_path / "runs" / "tiny_mini" / shared["hash"] / "result.json").read_text())["metrics"]
+    assert (
+        shared["reused_from"] == "tiny_mini"
+        and (tmp_path / "runs" / "speed_mini" / shared["hash"] / "model_final.pth").is_file()
+    )
+    assert (
+        shared["metrics"]
+        == json.loads((tmp_path / "runs" / "tiny_mini" / shared["hash"] / "result.json").read_text())["metrics"]
+    )
     for r in rep["rows"]:
         assert r["measured"]["ms_per_image"] > 0 and r["runs"][0]["ms_per_image"] > 0
     assert "ms/img (measured)" in (tmp_path / "results" / "speed_mini.md").read_text()
-    assert "ms_per_image" not in json.loads((tmp_path / "runs" / "tiny_mini" / shared["hash"] / "result.json").read_text())
+    assert "ms_per_image" not in json.loads(
+        (tmp_path / "runs" / "tiny_mini" / shared["hash"] / "result.json").read_text()
+    )
     timed = json.loads((tmp_path / "runs" / "speed_mini" / shared["hash"] / "result.json").read_text())["ms_per_image"]
     monkeypatch.setattr(ex, "measure_inference_ms", lambda *a, **k: 123.0)
     assert ex.run_table("speed", "mini", **kw)["rows"][0]["runs"][0]["ms_per_image"] == timed  # cached
@@ -192,9 +264,22 @@ def test_run_table_caches_rows_and_writes_reports(tmp_path, monkeypatch):
 
 
 def test_format_report_shows_spread_and_divergence():
-    report = {"title": "T", "scale": "mini", "commit": "abc", "extra_overrides": [], "metrics": ["AP"], "notes": "",
-              "rows": [{"name": "a", "paper": {"AP": 34.0}, "measured": {"runs": 3, "diverged": False, "AP": 20.0, "AP_spread": 1.0}},
-                       {"name": "b", "paper": {"AP": 0.0}, "measured": {"runs": 1, "diverged": True}}]}  # fmt: skip
+    report = {
+        "title": "T",
+        "scale": "mini",
+        "commit": "abc",
+        "extra_overrides": [],
+        "metrics": ["AP"],
+        "notes": "",
+        "rows": [
+            {
+                "name": "a",
+                "paper": {"AP": 34.0},
+                "measured": {"runs": 3, "diverged": False, "AP": 20.0, "AP_spread": 1.0},
+            },
+            {"name": "b", "paper": {"AP": 0.0}, "measured": {"runs": 1, "diverged": True}},
+        ],
+    }
     md = ex.format_report(report)
     assert "| a | 34.0 | 20.0 ± 0.5 | 3 |" in md
     assert "| b (diverged) | 0.0 | — | 1 |" in md
@@ -204,7 +289,7 @@ def test_experiment_command_dry_run(capsys):
     from retinanet.cli import main
 
     assert main(["experiment", "gamma", "--scale", "mini", "--dry-run"]) == 0
-    lines = [l for l in capsys.readouterr().out.splitlines() if l.startswith("[gamma/mini]")]
+    lines = [line for line in capsys.readouterr().out.splitlines() if line.startswith("[gamma/mini]")]
     assert len(lines) == 9  # 7 rows, the baseline with 3 seeds
     assert main(["experiment", "ohem", "--scale", "paper", "--dry-run", "train.max_iter=oops"]) == 2
     assert "train.max_iter" in capsys.readouterr().err

@@ -6,11 +6,13 @@ import numpy as np
 import pytest
 import torch
 
+from retinanet.data.synth import generate_synthetic
 from retinanet.tools import figures
 
 
 def test_fig1_curve_values_are_the_spec_worked_example():
-    # §3 of the paper, natural logs: CE(0.11) = 2.2072749, FL(0.11) = 1.7483825, CE(0.89) = 0.1165338, FL(0.89) = 0.0014101
+    # §3 of the paper, natural logs: CE(0.11) = 2.2072749, FL(0.11) = 1.7483825,
+    # CE(0.89) = 0.1165338, FL(0.89) = 0.0014101
     pt = np.array([0.11, 0.89])
     np.testing.assert_allclose(figures.focal_loss_of_pt(pt, 0.0), [2.2072749, 0.1165338], rtol=1e-6)
     np.testing.assert_allclose(figures.focal_loss_of_pt(pt, 2.0), [1.7483825, 0.0014101], rtol=1e-4)
@@ -22,11 +24,19 @@ def test_fig1_png(tmp_path):
 
 
 def test_fig2_from_a_speed_report(tmp_path):
-    report = {"scale": "mini", "rows": [
-        {"name": "mini R18 224", "paper": {}, "measured": {"AP": 20.0, "ms_per_image": 30.0}, "runs": [{"device": "cpu"}]},
-        {"name": "mini R18 320", "paper": {}, "measured": {"AP": 25.0, "ms_per_image": 50.0}, "runs": [{}]},
-        {"name": "mini R34 320", "paper": {}, "measured": {"AP": 27.0, "ms_per_image": 80.0}, "runs": [{}]},
-    ]}  # fmt: skip
+    report = {
+        "scale": "mini",
+        "rows": [
+            {
+                "name": "mini R18 224",
+                "paper": {},
+                "measured": {"AP": 20.0, "ms_per_image": 30.0},
+                "runs": [{"device": "cpu"}],
+            },
+            {"name": "mini R18 320", "paper": {}, "measured": {"AP": 25.0, "ms_per_image": 50.0}, "runs": [{}]},
+            {"name": "mini R34 320", "paper": {}, "measured": {"AP": 27.0, "ms_per_image": 80.0}, "runs": [{}]},
+        ],
+    }
     path = tmp_path / "speed_mini.json"
     path.write_text(json.dumps(report))
     assert figures.plot_fig2(path, tmp_path / "fig2.png").stat().st_size > 10_000
@@ -49,11 +59,26 @@ def test_figure_and_loss_cdf_commands(tmp_path, capsys):
 
     root = generate_synthetic(tmp_path / "synth", seed=2, num_train=1, num_val=2, image_size=128)
     torch.manual_seed(0)
-    mcfg = ModelConfig(backbone="resnet18", num_classes=6, fpn_channels=32, head_convs=1, min_size=128, max_size=128, size_divisor=32)
+    mcfg = ModelConfig(
+        backbone="resnet18", num_classes=6, fpn_channels=32, head_convs=1, min_size=128, max_size=128, size_divisor=32
+    )
     cfg = Config(model=mcfg, data=DataConfig(kind="synth", train_path=str(root)))
     ckpt = tmp_path / "model_final.pth"
-    torch.save({"model": build_model(mcfg).state_dict(), "config": config_to_dict(cfg), "class_names": list("abcdef")}, ckpt)
-    argv = ["analyze", "loss-cdf", "--weights", str(ckpt), "--out", str(tmp_path / "f4.png"), "--json", str(tmp_path / "f4.json"), "--gammas", "0,2"]
+    torch.save(
+        {"model": build_model(mcfg).state_dict(), "config": config_to_dict(cfg), "class_names": list("abcdef")}, ckpt
+    )
+    argv = [
+        "analyze",
+        "loss-cdf",
+        "--weights",
+        str(ckpt),
+        "--out",
+        str(tmp_path / "f4.png"),
+        "--json",
+        str(tmp_path / "f4.json"),
+        "--gammas",
+        "0,2",
+    ]
     assert main(argv) == 0
     out = capsys.readouterr().out
     assert "negative samples from 2 images" in out and (tmp_path / "f4.png").stat().st_size > 10_000

@@ -3,18 +3,15 @@
 import os
 from pathlib import Path
 
-import pytest
 import torch
 import torchvision
 
 from retinanet import VARIANTS, get_model
-from retinanet.weights.torchvision import convert_torchvision_state_dict
 from retinanet.utils.download import cached_path
+from retinanet.weights.torchvision import convert_torchvision_state_dict
 from retinanet.weights.zoo import TORCHVISION_COCO_URL
 
 REPO = Path(__file__).resolve().parents[2]
-
-
 
 
 def test_hub_load_from_local_repo_builds_the_named_variant():

@@ -2,8 +2,8 @@
 
 import pytest
 import torch
-from helpers import assert_same_detections
 import torchvision
+from helpers import assert_same_detections
 
 from retinanet import from_torchvision
 from retinanet.model.backbone import freeze_batchnorm
@@ -50,7 +50,12 @@ def test_training_loss_parity(tv_model):
     ours = from_torchvision(tv.state_dict()).train()
     torch.manual_seed(2)
     images = [torch.rand(3, 320, 427)]
-    targets = [{"boxes": torch.tensor([[20.0, 30, 200, 220], [150, 100, 410, 300], [5, 5, 30, 25]]), "labels": torch.tensor([1, 17, 60])}]
+    targets = [
+        {
+            "boxes": torch.tensor([[20.0, 30, 200, 220], [150, 100, 410, 300], [5, 5, 30, 25]]),
+            "labels": torch.tensor([1, 17, 60]),
+        }
+    ]
     expected = tv(images, targets)
     got = ours(images, targets)
     torch.testing.assert_close(got["cls"], expected["classification"], rtol=1e-4, atol=0)

@@ -11,8 +11,6 @@ from retinanet.utils.download import cached_path
 from retinanet.weights.zoo import TORCHVISION_COCO_URL
 
 
-
-
 def _forbid_download(monkeypatch):
     def fail(*a, **k):
         raise AssertionError("tried to download")
@@ -22,7 +20,12 @@ def _forbid_download(monkeypatch):
 
 @pytest.mark.parametrize(
     "name,backbone_params",
-    [("retinanet_r18_fpn", 11.2e6), ("retinanet_r50_fpn", 23.5e6), ("retinanet_r101_fpn", 42.5e6), ("retinanet_x101_32x8d_fpn", 86.7e6)],
+    [
+        ("retinanet_r18_fpn", 11.2e6),
+        ("retinanet_r50_fpn", 23.5e6),
+        ("retinanet_r101_fpn", 42.5e6),
+        ("retinanet_x101_32x8d_fpn", 86.7e6),
+    ],
 )
 def test_variants_build(name, backbone_params):
     model = get_model(name, num_classes=5)
