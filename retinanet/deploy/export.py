@@ -184,11 +184,15 @@ def unpad_detections(boxes: Tensor, scores: Tensor, labels: Tensor, num_detectio
     out = []
     for b, s, lab, n in zip(boxes, scores, labels, num_detections):
         n = int(n)
-        out.append({"boxes": torch.as_tensor(b[:n]), "scores": torch.as_tensor(s[:n]), "labels": torch.as_tensor(lab[:n])})
+        out.append(
+            {"boxes": torch.as_tensor(b[:n]), "scores": torch.as_tensor(s[:n]), "labels": torch.as_tensor(lab[:n])}
+        )
     return out
 
 
-def example_input(model: RetinaNet, batch: int = 1, height: int | None = None, width: int | None = None, seed: int = 0) -> Tensor:
+def example_input(
+    model: RetinaNet, batch: int = 1, height: int | None = None, width: int | None = None, seed: int = 0
+) -> Tensor:
     """A batch of smooth random images (bilinearly upsampled 16x coarser noise), by default
     3/4 of the model's `min_size` high and `min_size` wide, so that the graph's resize is
     exercised. Smooth, because resizing pixel noise magnifies the runtimes' last-bit differences

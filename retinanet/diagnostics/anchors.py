@@ -74,11 +74,13 @@ class AnchorSetting:
 
     def describe(self) -> str:
         return (f"sizes ({', '.join(_num(s) for s in self.sizes)}), {self.scales_per_octave} scales/octave, "
-                f"ratios h/w ({', '.join(_num(r) for r in self.aspect_ratios)}): {self.anchors_per_location} anchors/location")
+                f"ratios h/w ({', '.join(_num(r) for r in self.aspect_ratios)}): "
+                f"{self.anchors_per_location} anchors/location")
 
     @classmethod
     def of(cls, cfg: ModelConfig) -> "AnchorSetting":
-        return cls(tuple(float(s) for s in cfg.anchor_sizes), int(cfg.scales_per_octave), tuple(float(r) for r in cfg.aspect_ratios))
+        sizes, ratios = tuple(float(s) for s in cfg.anchor_sizes), tuple(float(r) for r in cfg.aspect_ratios)
+        return cls(sizes, int(cfg.scales_per_octave), ratios)
 
 
 def _num(v: float) -> str:
@@ -129,10 +131,15 @@ def network_boxes(dataset: DetectionDataset, cfg: ModelConfig) -> NetworkBoxes:
         index.append(torch.full((len(b),), i, dtype=torch.int64))
     if not boxes:
         empty = torch.zeros(0, dtype=torch.float64)
-        return NetworkBoxes(empty.reshape(0, 4), empty.reshape(0, 2), empty, empty, torch.zeros(0, dtype=torch.int64), len(dataset), dataset.source)
+        no_index = torch.zeros(0, dtype=torch.int64)
+        return NetworkBoxes(
+            empty.reshape(0, 4), empty.reshape(0, 2), empty, empty, no_index, len(dataset), dataset.source
+        )
     boxes_t = torch.cat(boxes)
     wh = boxes_t[:, 2:] - boxes_t[:, :2]
-    return NetworkBoxes(boxes_t, torch.cat(padded), torch.cat(area), wh[:, 1] / wh[:, 0], torch.cat(index), len(dataset), dataset.source)
+    return NetworkBoxes(
+        boxes_t, torch.cat(padded), torch.cat(area), wh[:, 1] / wh[:, 0], torch.cat(index), len(dataset), dataset.source
+    )
 
 
 # ---------------------------------------------------------------------------------------------
@@ -142,7 +149,8 @@ def network_boxes(dataset: DetectionDataset, cfg: ModelConfig) -> NetworkBoxes:
 
 def _level_shapes(setting: AnchorSetting, style: str) -> tuple[Tensor, Tensor]:
     """All cell anchors of a setting: (S, 4) float64 xyxy around (0, 0) and their level (S,)."""
-    cells = [cell_anchors(float(s), setting.scales_per_octave, tuple(setting.aspect_ratios), style) for s in setting.sizes]
+    ratios = tuple(setting.aspect_ratios)
+    cells = [cell_anchors(float(s), setting.scales_per_octave, ratios, style) for s in setting.sizes]
     shapes = torch.cat(cells).double()
     levels = torch.cat([torch.full((len(c),), lvl, dtype=torch.int64) for lvl, c in enumerate(cells)])
     return shapes, levels
@@ -275,7 +283,9 @@ def search_anchors(nb: NetworkBoxes, candidates: Sequence[AnchorSetting], iou_th
     if n > sample:
         g = torch.Generator().manual_seed(seed)
         idx = torch.randperm(n, generator=g)[:sample]
-        nb = NetworkBoxes(nb.boxes[idx], nb.padded[idx], nb.orig_area[idx], nb.aspect[idx], nb.image_index[idx], nb.num_images)
+        nb = NetworkBoxes(
+            nb.boxes[idx], nb.padded[idx], nb.orig_area[idx], nb.aspect[idx], nb.image_index[idx], nb.num_images
+        )
     per_candidate = [_level_shapes(c, style) for c in candidates]
     keys = torch.cat([torch.cat([lv[:, None].double(), sh], 1) for sh, lv in per_candidate])
     unique, inverse = torch.unique(keys.round(decimals=6), dim=0, return_inverse=True)
@@ -318,10 +328,12 @@ def class_imbalance(nb: NetworkBoxes, cfg: ModelConfig, num_classes: int, max_im
     with K sigmoid outputs, how many negative (anchor, class) pairs each positive pair faces:
     every class of a negative anchor and every other class of a positive one. The paper's COCO
     setting has ~100k anchors per image and K = 80."""
-    from ..model.assignment import IGNORE, Matcher
     from ..model.anchors import AnchorGenerator
+    from ..model.assignment import IGNORE, Matcher
 
-    gen = AnchorGenerator(cfg.anchor_sizes, cfg.scales_per_octave, cfg.aspect_ratios, offset=cfg.anchor_offset, style=cfg.anchor_style)
+    gen = AnchorGenerator(
+        cfg.anchor_sizes, cfg.scales_per_octave, cfg.aspect_ratios, offset=cfg.anchor_offset, style=cfg.anchor_style
+    )
     matcher = Matcher(cfg.fg_iou_thresh, cfg.bg_iou_thresh, cfg.allow_low_quality_matches)
     order = torch.sort(nb.image_index, stable=True).indices
     counts = torch.unique_consecutive(nb.image_index[order], return_counts=True)[1].tolist()[:max_images]
@@ -353,10 +365,13 @@ def format_imbalance(im: dict) -> str:
             f"{im['objects_per_image']:.1f} objects, {im['positive_per_image']:.1f} positive anchors "
             f"({im['positive_per_object']:.1f} per object), {im['ignored_per_image']:.1f} ignored; with "
             f"{im['num_classes']} classes, " + ("no positive anchor" if ratio is None else f"{ratio:,.0f} negative "
-            f"(anchor, class) pairs per positive pair") + " (the paper's COCO setting: ~100k anchors per image, 80 classes)")
+            f"(anchor, class) pairs per positive pair")
+            + " (the paper's COCO setting: ~100k anchors per image, 80 classes)")
 
 
-def coverage_report(dataset: DetectionDataset, cfg: ModelConfig, search: bool = True, sample: int = SEARCH_SAMPLE) -> dict:
+def coverage_report(
+    dataset: DetectionDataset, cfg: ModelConfig, search: bool = True, sample: int = SEARCH_SAMPLE
+) -> dict:
     """The anchor coverage of `dataset` under `cfg`'s anchors and input scale, and (search=True)
     a proposed anchor setting with its coverage. A dict (JSON-ready):
 
@@ -372,7 +387,9 @@ def coverage_report(dataset: DetectionDataset, cfg: ModelConfig, search: bool = 
     return report
 
 
-def coverage_report_from_boxes(nb: NetworkBoxes, cfg: ModelConfig, search: bool = True, sample: int = SEARCH_SAMPLE) -> dict:
+def coverage_report_from_boxes(
+    nb: NetworkBoxes, cfg: ModelConfig, search: bool = True, sample: int = SEARCH_SAMPLE
+) -> dict:
     thresh = float(cfg.fg_iou_thresh)
     masks = bucket_masks(nb)
     configured = AnchorSetting.of(cfg)
@@ -458,9 +475,12 @@ def format_report(report: dict) -> str:
                       f"(configured {_pct(conf['buckets']['all']['coverage']).strip()}, {100 * gain:+.1f} points); "
                       "train with:", "  " + " ".join(prop["overrides"])]
         if prop["setting"] == conf["setting"]:
-            lines.append(f"  (the configured anchors are within {100 * COVERAGE_TOLERANCE:g} points of the best candidate)")
+            lines.append(
+                f"  (the configured anchors are within {100 * COVERAGE_TOLERANCE:g} points of the best candidate)"
+            )
         elif prop["anchors_per_location"] != conf["anchors_per_location"]:
-            lines.append("  (another number of anchors per location changes the head's outputs: pretrained detector heads do not load)")
+            lines.append("  (another number of anchors per location changes the head's outputs: "
+                         "pretrained detector heads do not load)")
     if report.get("imbalance"):
         lines += ["", format_imbalance(report["imbalance"])]
     return "\n".join(lines)
@@ -480,13 +500,15 @@ def plot_report(report: dict, path: str | Path, max_points: int = 20000) -> Path
     path.parent.mkdir(parents=True, exist_ok=True)
     conf, prop = report["configured"], report["proposed"]
     fig, axes = plt.subplots(1, 3, figsize=(17, 5), gridspec_kw={"width_ratios": [1, 1.3, 1.4]})
-    for ax, names, title in ((axes[0], ("all", *SIZE_BUCKETS), "by COCO size"), (axes[1], ASPECT_BUCKETS, "by aspect ratio h/w")):
+    panels = ((axes[0], ("all", *SIZE_BUCKETS), "by COCO size"), (axes[1], ASPECT_BUCKETS, "by aspect ratio h/w"))
+    for ax, names, title in panels:
         x = np.arange(len(names))
         width = 0.4 if prop is not None else 0.7
         conf_v = [100 * (conf["buckets"][n]["coverage"] or 0) for n in names]
         ax.bar(x - (width / 2 if prop is not None else 0), conf_v, width, label="configured", color="#888888")
         if prop is not None:
-            ax.bar(x + width / 2, [100 * (prop["buckets"][n]["coverage"] or 0) for n in names], width, label="proposed", color="#1f77b4")
+            proposed = [100 * (prop["buckets"][n]["coverage"] or 0) for n in names]
+            ax.bar(x + width / 2, proposed, width, label="proposed", color="#1f77b4")
         ax.set_xticks(x, [f"{n}\n({conf['buckets'][n]['boxes']})" for n in names], fontsize=8)
         ax.set_ylim(0, 118)  # room for the legend above the bars
         ax.set_ylabel(f"boxes with an anchor at IoU >= {report['iou_thresh']:g} (%)")
@@ -496,17 +518,22 @@ def plot_report(report: dict, path: str | Path, max_points: int = 20000) -> Path
     nb: NetworkBoxes = report["_boxes"]
     best = report["_best_configured"]
     n = nb.boxes.shape[0]
-    idx = torch.randperm(n, generator=torch.Generator().manual_seed(0))[:max_points] if n > max_points else torch.arange(n)
+    if n > max_points:
+        idx = torch.randperm(n, generator=torch.Generator().manual_seed(0))[:max_points]
+    else:
+        idx = torch.arange(n)
     wh = (nb.boxes[idx, 2:] - nb.boxes[idx, :2]).numpy()
     side, aspect = np.sqrt(wh[:, 0] * wh[:, 1]), wh[:, 1] / wh[:, 0]
     ok = (best[idx] >= report["iou_thresh"]).numpy()
     ax.scatter(side[ok], aspect[ok], s=8, c="#2ca02c", alpha=0.5, zorder=3, label="box covered (configured)")
     ax.scatter(side[~ok], aspect[~ok], s=8, c="#d62728", alpha=0.7, zorder=3, label="box not covered (configured)")
-    for entry, marker, colour, label in ((conf, "x", "black", "configured anchors"), (prop, "+", "#1f77b4", "proposed anchors")):
+    anchor_sets = ((conf, "x", "black", "configured anchors"), (prop, "+", "#1f77b4", "proposed anchors"))
+    for entry, marker, colour, label in anchor_sets:
         if entry is None:
             continue
         s = entry["setting"]
-        shapes = torch.cat([cell_anchors(float(v), s["scales_per_octave"], tuple(s["aspect_ratios"])) for v in s["anchor_sizes"]])
+        cells = [cell_anchors(float(v), s["scales_per_octave"], tuple(s["aspect_ratios"])) for v in s["anchor_sizes"]]
+        shapes = torch.cat(cells)
         w, h = (shapes[:, 2] - shapes[:, 0]).numpy(), (shapes[:, 3] - shapes[:, 1]).numpy()
         ax.scatter(np.sqrt(w * h), h / w, marker=marker, s=50, c=colour, alpha=0.7, zorder=4, label=label)
     ax.set_xscale("log")
@@ -514,7 +541,8 @@ def plot_report(report: dict, path: str | Path, max_points: int = 20000) -> Path
     # octave ticks, labelled plainly (a log axis labels only powers of ten, or crowds its minor ticks)
     for axis, get_lim, ticks, labels in (
         (ax.xaxis, ax.get_xlim, [2.0**k for k in range(1, 13)], [str(2**k) for k in range(1, 13)]),
-        (ax.yaxis, ax.get_ylim, [2.0**k for k in range(-4, 5)], [f"1/{2**-k}" if k < 0 else str(2**k) for k in range(-4, 5)]),
+        (ax.yaxis, ax.get_ylim, [2.0**k for k in range(-4, 5)],
+         [f"1/{2**-k}" if k < 0 else str(2**k) for k in range(-4, 5)]),
     ):
         lo, hi = get_lim()
         inside = [(t, lab) for t, lab in zip(ticks, labels) if lo <= t <= hi]

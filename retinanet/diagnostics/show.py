@@ -25,10 +25,14 @@ from ..model.preprocess import resize_geometry
 
 
 def anchor_generator(cfg: ModelConfig) -> AnchorGenerator:
-    return AnchorGenerator(cfg.anchor_sizes, cfg.scales_per_octave, cfg.aspect_ratios, offset=cfg.anchor_offset, style=cfg.anchor_style)
+    return AnchorGenerator(
+        cfg.anchor_sizes, cfg.scales_per_octave, cfg.aspect_ratios, offset=cfg.anchor_offset, style=cfg.anchor_style
+    )
 
 
-def match_anchors(boxes: Tensor, height: int, width: int, cfg: ModelConfig, generator: Optional[AnchorGenerator] = None) -> dict:
+def match_anchors(
+    boxes: Tensor, height: int, width: int, cfg: ModelConfig, generator: Optional[AnchorGenerator] = None
+) -> dict:
     """Which anchors training would make positives for each box of one image.
 
     boxes: (n, 4) xyxy in the image's pixels (height x width). Returns {"positives": [(k_i, 4)],

@@ -21,7 +21,9 @@ from .config import AnchorStyle
 STRIDES = (8, 16, 32, 64, 128)  # P3-P7
 
 
-def cell_anchors(base_size: float, scales_per_octave: int, aspect_ratios: tuple[float, ...], style: str = "exact") -> Tensor:
+def cell_anchors(
+    base_size: float, scales_per_octave: int, aspect_ratios: tuple[float, ...], style: str = "exact"
+) -> Tensor:
     """The A anchors of one location, centred on (0, 0): (A, 4) xyxy, ratio-major.
 
     style "exact": sizes base·2^(k/#sc). style "torchvision": int(base·2^(k/3)) sizes (32, 40,
@@ -94,7 +96,9 @@ class AnchorGenerator:
     def num_anchors_per_location(self) -> int:
         return self.cell[0].shape[0]
 
-    def level_strides(self, feature_shapes: list[tuple[int, int]], image_size: tuple[int, int]) -> list[tuple[float, float]]:
+    def level_strides(
+        self, feature_shapes: list[tuple[int, int]], image_size: tuple[int, int]
+    ) -> list[tuple[float, float]]:
         """(stride_y, stride_x) per level. torchvision divides the padded image size by the feature
         size (so P6 of an 800-px image has stride 800 // 13 = 61); the geometry of the strided
         convolutions says 2^l, which the exact style uses."""
@@ -113,7 +117,9 @@ class AnchorGenerator:
             for (h, w), (sy, sx), cell in zip(feature_shapes, strides, cells)
         ]
 
-    def __call__(self, feature_shapes: list[tuple[int, int]], image_size: tuple[int, int], device: torch.device | None = None) -> tuple[Tensor, list[int]]:
+    def __call__(
+        self, feature_shapes: list[tuple[int, int]], image_size: tuple[int, int], device: torch.device | None = None
+    ) -> tuple[Tensor, list[int]]:
         key = (tuple(feature_shapes), tuple(image_size), str(device))
         hit = self._cache.get(key)
         if hit is not None:

@@ -20,7 +20,9 @@ from .assignment import BoxCoder
 NMS_CHUNK = {"cpu": 256, "cuda": 4096}
 
 
-def grouped_nms(boxes: Tensor, scores: Tensor, groups: Tensor, iou_threshold: float, chunk_size: int | None = None) -> Tensor:
+def grouped_nms(
+    boxes: Tensor, scores: Tensor, groups: Tensor, iou_threshold: float, chunk_size: int | None = None
+) -> Tensor:
     """Exact greedy NMS within each group (e.g. image x class): the indices kept, by decreasing score.
 
     The same result as torchvision's `batched_nms`, which for more than 1000 boxes on a CPU loops

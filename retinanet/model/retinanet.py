@@ -81,7 +81,9 @@ class RetinaNet(nn.Module):
     def preprocess(self, images: list[Tensor] | Tensor) -> tuple[Tensor, Tensor, Tensor]:
         """-> padded batch (B, 3, Hp, Wp), resized sizes (B, 2) and original sizes (B, 2), (h, w)."""
         if isinstance(images, Tensor) and images.dim() == 3:
-            raise ValueError("images: expected a list of (3, H, W) tensors or a (B, 3, H, W) tensor, got one (3, H, W) tensor")
+            raise ValueError(
+                "images: expected a list of (3, H, W) tensors or a (B, 3, H, W) tensor, got one (3, H, W) tensor"
+            )
         device = self.pixel_mean.device
         resized, sizes, padded, orig = [], [], [], []
         for i, img in enumerate(images):
@@ -119,10 +121,12 @@ class RetinaNet(nn.Module):
         batch, sizes, orig = self.preprocess(images)
         feats = self.fpn(self.backbone(batch))
         cls_logits, box_deltas = self.head(feats)
-        anchors, per_level = self.anchor_generator([tuple(f.shape[-2:]) for f in feats], tuple(batch.shape[-2:]), batch.device)
+        shapes = [tuple(f.shape[-2:]) for f in feats]
+        anchors, per_level = self.anchor_generator(shapes, tuple(batch.shape[-2:]), batch.device)
         if self.training:
             # (h, w) ratios of network input to original image, float32 like torchvision
-            return self.criterion(cls_logits, box_deltas, anchors, self._scale_targets(targets, sizes.float() / orig.float()))
+            scaled = self._scale_targets(targets, sizes.float() / orig.float())
+            return self.criterion(cls_logits, box_deltas, anchors, scaled)
         dets = postprocess_detections(
             cls_logits, box_deltas, anchors, per_level, sizes, self.box_coder,
             self.score_thresh, self.topk_candidates, self.nms_thresh, self.detections_per_img,
@@ -141,7 +145,9 @@ class RetinaNet(nn.Module):
             bad = ~torch.isfinite(boxes).all(1) | (boxes[:, 2] <= boxes[:, 0]) | (boxes[:, 3] <= boxes[:, 1])
             if bad.any():
                 j = int(bad.nonzero()[0])
-                raise ValueError(f"target {i}: box {j} {boxes[j].tolist()} is degenerate (needs finite x1 < x2, y1 < y2)")
+                raise ValueError(
+                    f"target {i}: box {j} {boxes[j].tolist()} is degenerate (needs finite x1 < x2, y1 < y2)"
+                )
             if labels.numel() and (labels.min() < 0 or labels.max() >= self.num_classes):
                 raise ValueError(f"target {i}: labels must be in [0, {self.num_classes}), got {labels.tolist()}")
             out.append({"boxes": boxes * r[[1, 0, 1, 0]], "labels": labels})

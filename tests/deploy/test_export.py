@@ -177,7 +177,8 @@ def test_cli_export_onnx_checks_against_eager(tmp_path, capsys):
     ckpt = tmp_path / "tiny.pth"
     torch.save({"model": build_model(cfg.model).state_dict(), "config": config_to_dict(cfg)}, ckpt)
     out = tmp_path / "m.onnx"
-    assert main(["export", "--weights", str(ckpt), "--format", "onnx", "--out", str(out), "--detections-per-img", "10"]) == 0
+    argv = ["export", "--weights", str(ckpt), "--format", "onnx", "--out", str(out), "--detections-per-img", "10"]
+    assert main(argv) == 0
     printed = capsys.readouterr().out
     assert out.is_file() and "outputs boxes (B, 10, 4)" in printed
     assert "check (onnxruntime vs eager, 2 random 72x96 images): 20 detections" in printed and "MISMATCH" not in printed

@@ -9,6 +9,8 @@ import pytest
 import torch
 from PIL import Image
 
+from retinanet.cli import main
+from retinanet.data.common import BadInputPolicy, DetectionDataset, ImageRecord
 from retinanet.diagnostics.anchors import (
     AnchorSetting,
     best_anchor_iou,
@@ -17,10 +19,8 @@ from retinanet.diagnostics.anchors import (
     network_boxes,
     search_anchors,
 )
-from retinanet.model.assignment import pairwise_iou
-from retinanet.cli import main
-from retinanet.data.common import BadInputPolicy, DetectionDataset, ImageRecord
 from retinanet.model.anchors import STRIDES, AnchorGenerator
+from retinanet.model.assignment import pairwise_iou
 from retinanet.model.config import ModelConfig
 
 # 256 x 256 images seen at scale 1 (min_size = max_size = 256, padded to 256): P3 anchor
@@ -31,7 +31,8 @@ CFG = ModelConfig(min_size=256, max_size=256)
 def _dataset(boxes_per_image, size=(256, 256)) -> DetectionDataset:
     w, h = size
     records = [
-        ImageRecord(i + 1, Path(f"{i}.png"), f"{i}.png", w, h, np.array(b, np.float32).reshape(-1, 4), np.zeros(len(b), np.int64))
+        ImageRecord(i + 1, Path(f"{i}.png"), f"{i}.png", w, h,
+                    np.array(b, np.float32).reshape(-1, 4), np.zeros(len(b), np.int64))
         for i, b in enumerate(boxes_per_image)
     ]
     return DetectionDataset(records, ["thing"], [1], BadInputPolicy("error", "hand-built"))
@@ -59,7 +60,8 @@ def test_unreachable_tiny_boxes_have_zero_coverage():
     all_ = report["configured"]["buckets"]["all"]
     assert (all_["boxes"], all_["covered"], all_["coverage"]) == (6, 0, 0.0)
     assert report["configured"]["buckets"]["small"]["coverage"] == 0.0
-    assert report["configured"]["buckets"]["medium"]["boxes"] == 0 and report["configured"]["buckets"]["medium"]["coverage"] is None
+    medium = report["configured"]["buckets"]["medium"]
+    assert medium["boxes"] == 0 and medium["coverage"] is None
 
 
 def test_boxes_matching_an_anchor_have_full_coverage_and_a_shift_costs_iou():
@@ -196,7 +198,8 @@ def test_class_imbalance_counts_anchors_and_pairs():
     # 256 px: P3-P7 maps 32², 16², 8², 4², 2², 9 anchors per location
     assert im["images"] == 2 and im["anchors_per_image"] == (32**2 + 16**2 + 8**2 + 4**2 + 2**2) * 9 == 12276
     # Independently: torchvision's IoU against every anchor (IoU >= .5 positive, [.4, .5) ignored)
-    anchors, _ = AnchorGenerator(CFG.anchor_sizes, CFG.scales_per_octave, CFG.aspect_ratios)([(32, 32), (16, 16), (8, 8), (4, 4), (2, 2)], (256, 256))
+    generator = AnchorGenerator(CFG.anchor_sizes, CFG.scales_per_octave, CFG.aspect_ratios)
+    anchors, _ = generator([(32, 32), (16, 16), (8, 8), (4, 4), (2, 2)], (256, 256))
     pos = ign = 0
     for boxes in (EXACT, [EXACT[0]]):
         best = box_iou(anchors, torch.tensor(boxes)).max(1).values

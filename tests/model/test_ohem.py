@@ -61,7 +61,9 @@ def test_ohem_criterion_trains_only_the_kept_anchors():
     anchors = disjoint_anchors(40)
     targets = [{"boxes": anchors[[3, 17]] + 0.5, "labels": torch.tensor([1, 2])},
                {"boxes": torch.zeros(0, 4), "labels": torch.zeros(0, dtype=torch.int64)}]
-    crit = RetinaNetCriterion(Matcher(0.5, 0.4, True), BoxCoder(), cls_loss="ohem", alpha=None, ohem_batch_size=5, ohem_nms_thresh=0.7)
+    crit = RetinaNetCriterion(
+        Matcher(0.5, 0.4, True), BoxCoder(), cls_loss="ohem", alpha=None, ohem_batch_size=5, ohem_nms_thresh=0.7
+    )
     logits = (torch.randn(2, 40, 3) * 2).requires_grad_()
     deltas = torch.zeros(2, 40, 4, requires_grad=True)
     out = crit(logits, deltas, anchors, targets)

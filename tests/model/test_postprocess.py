@@ -17,7 +17,9 @@ def random_boxes(n: int, num_groups: int, seed: int, offset: float = 0.0):
     return boxes, scores, groups
 
 
-@pytest.mark.parametrize("n,num_groups,chunk", [(3000, 728, 256), (3000, 728, 7), (5000, 3, 256), (400, 1, 64), (2000, 2000, 256)])
+@pytest.mark.parametrize(
+    "n,num_groups,chunk", [(3000, 728, 256), (3000, 728, 7), (5000, 3, 256), (400, 1, 64), (2000, 2000, 256)]
+)
 def test_grouped_nms_equals_batched_nms(n, num_groups, chunk):
     boxes, scores, groups = random_boxes(n, num_groups, seed=n + num_groups)
     ref = batched_nms(boxes, scores, groups, 0.5)
