@@ -23,6 +23,8 @@ from pathlib import Path
 from typing import Callable, Optional, Sequence
 
 import numpy as np
+from defusedxml import DefusedXmlException
+from defusedxml import ElementTree as defused_et
 
 from retinanet.data.common import (
     CORRUPT_IMAGE,
@@ -84,9 +86,16 @@ def parse_voc_xml(path: Path) -> tuple[str, int, int, list[VocObject]]:
     Raises DatasetError (naming the file) when the file is not well-formed XML.
     """
     try:
-        root = ET.parse(path).getroot()
+        # defusedxml: the standard parser's safety against entity expansion depends on the expat
+        # it was built with; annotation files have no business declaring entities or a DTD.
+        root = defused_et.parse(path).getroot()
     except ET.ParseError as e:
         raise DatasetError(f"{path}: malformed XML ({e})") from None
+    except DefusedXmlException as e:
+        raise DatasetError(
+            f"{path}: refused, the XML declares {type(e).__name__.removesuffix('Forbidden').lower()} "
+            f"({e}); VOC annotations need none"
+        ) from None
     if root.tag != "annotation":
         raise DatasetError(f"{path}: not a VOC annotation (root element <{root.tag}>, expected <annotation>)")
     filename = (root.findtext("filename") or "").strip()

@@ -235,6 +235,19 @@ def test_malformed_voc(tmp_path):
         VocDetection(tmp_path)
 
 
+def test_voc_xml_with_entities_is_refused(tmp_path):
+    # An entity declaration (the seed of "billion laughs" expansion) is refused, not expanded:
+    # the standard parser would read the file name as "x.png".
+    write_image(tmp_path / "x.png", 20, 20)
+    doctype = '<?xml version="1.0"?>\n<!DOCTYPE annotation [<!ENTITY n "x">]>\n'
+    (tmp_path / "x.xml").write_text(doctype + voc_xml("&n;.png", 20, 20, [("cat", (1, 1, 5, 5), 0)]))
+    with pytest.raises(DatasetError, match=r"x.xml: refused, the XML declares entities"):
+        VocDetection(tmp_path)
+    (tmp_path / "y.xml").write_text(voc_xml("x.png", 20, 20, [("cat", (1, 1, 5, 5), 0)]))
+    ds = VocDetection(tmp_path, on_bad="skip")
+    assert ds.skipped == {"malformed_entry": 1} and len(ds) == 1
+
+
 def test_voc_split_lists_missing_annotation(tmp_path):
     voc = tmp_path / "VOC2007"
     write_image(voc / "JPEGImages" / "1.jpg", 10, 10, fmt="JPEG")
