@@ -228,8 +228,13 @@ def export_onnx(
         # is the one that needs no extra package
         warnings.simplefilter("ignore")
         torch.onnx.export(
-            wrapper, (example,), str(path), dynamo=False, opset_version=opset,
-            input_names=["images"], output_names=list(OUTPUT_NAMES),
+            wrapper,
+            (example,),
+            str(path),
+            dynamo=False,
+            opset_version=opset,
+            input_names=["images"],
+            output_names=list(OUTPUT_NAMES),
             dynamic_axes={"images": {0: "batch", 2: "height", 3: "width"}, **{n: {0: "batch"} for n in OUTPUT_NAMES}},
         )
     return path
@@ -289,13 +294,23 @@ def compare_detections(expected: list[dict[str, Tensor]], got: list[dict[str, Te
         box = max(box, float((e["boxes"].float() - g["boxes"].float()).abs().max()))
         score = max(score, float((e["scores"].float() - g["scores"].float()).abs().max()))
         same_labels &= bool(torch.equal(e["labels"].long(), g["labels"].long()))
-    return {"detections": int(sum(len(e["scores"]) for e in expected)), "same_counts": same_counts,
-            "same_labels": same_labels, "max_box_diff": box, "max_score_diff": score}
+    return {
+        "detections": int(sum(len(e["scores"]) for e in expected)),
+        "same_counts": same_counts,
+        "same_labels": same_labels,
+        "max_box_diff": box,
+        "max_score_diff": score,
+    }
 
 
 @torch.no_grad()
-def verify_onnx(model: RetinaNet, path: str | Path, images: Tensor, score_thresh: float | None = None,
-                detections_per_img: int | None = None) -> dict:
+def verify_onnx(
+    model: RetinaNet,
+    path: str | Path,
+    images: Tensor,
+    score_thresh: float | None = None,
+    detections_per_img: int | None = None,
+) -> dict:
     """Run the exported file with onnxruntime and the eager model on `images` (B, 3, H, W);
     returns `compare_detections` of the two."""
     model = model.cpu().eval()
@@ -312,6 +327,14 @@ def verify_onnx(model: RetinaNet, path: str | Path, images: Tensor, score_thresh
 
 
 __all__ = [
-    "ExportableRetinaNet", "OUTPUT_NAMES", "compare_detections", "example_input", "export_onnx",
-    "export_torchscript", "onnx_session", "run_onnx", "unpad_detections", "verify_onnx",
+    "ExportableRetinaNet",
+    "OUTPUT_NAMES",
+    "compare_detections",
+    "example_input",
+    "export_onnx",
+    "export_torchscript",
+    "onnx_session",
+    "run_onnx",
+    "unpad_detections",
+    "verify_onnx",
 ]

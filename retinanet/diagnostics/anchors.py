@@ -73,9 +73,11 @@ class AnchorSetting:
         ]
 
     def describe(self) -> str:
-        return (f"sizes ({', '.join(_num(s) for s in self.sizes)}), {self.scales_per_octave} scales/octave, "
-                f"ratios h/w ({', '.join(_num(r) for r in self.aspect_ratios)}): "
-                f"{self.anchors_per_location} anchors/location")
+        return (
+            f"sizes ({', '.join(_num(s) for s in self.sizes)}), {self.scales_per_octave} scales/octave, "
+            f"ratios h/w ({', '.join(_num(r) for r in self.aspect_ratios)}): "
+            f"{self.anchors_per_location} anchors/location"
+        )
 
     @classmethod
     def of(cls, cfg: ModelConfig) -> "AnchorSetting":
@@ -156,8 +158,9 @@ def _level_shapes(setting: AnchorSetting, style: str) -> tuple[Tensor, Tensor]:
     return shapes, levels
 
 
-def best_iou_per_shape(nb: NetworkBoxes, shapes: Tensor, levels: Tensor, offset: float, style: str,
-                       chunk: int = 2048) -> Tensor:
+def best_iou_per_shape(
+    nb: NetworkBoxes, shapes: Tensor, levels: Tensor, offset: float, style: str, chunk: int = 2048
+) -> Tensor:
     """(n, S): the best IoU of each box with the anchors of each cell shape (at its level's grid
     in the box's image). See the module docstring for why the nearest centre is the best."""
     n, S = nb.boxes.shape[0], shapes.shape[0]
@@ -272,8 +275,15 @@ class SearchResult:
     mean_best_iou: float
 
 
-def search_anchors(nb: NetworkBoxes, candidates: Sequence[AnchorSetting], iou_thresh: float, offset: float,
-                   style: str, sample: int = SEARCH_SAMPLE, seed: int = 0) -> list[SearchResult]:
+def search_anchors(
+    nb: NetworkBoxes,
+    candidates: Sequence[AnchorSetting],
+    iou_thresh: float,
+    offset: float,
+    style: str,
+    sample: int = SEARCH_SAMPLE,
+    seed: int = 0,
+) -> list[SearchResult]:
     """Every candidate's coverage on a random sample of at most `sample` boxes, best first
     (coverage, then fewer anchors per location, then mean best IoU).
 
@@ -300,8 +310,9 @@ def search_anchors(nb: NetworkBoxes, candidates: Sequence[AnchorSetting], iou_th
     return results
 
 
-def pick_proposal(results: Sequence[SearchResult], configured: AnchorSetting,
-                  tolerance: float = COVERAGE_TOLERANCE) -> SearchResult:
+def pick_proposal(
+    results: Sequence[SearchResult], configured: AnchorSetting, tolerance: float = COVERAGE_TOLERANCE
+) -> SearchResult:
     """The configured setting when its coverage is within `tolerance` of the best; else, among
     the candidates within `tolerance` of the best, the one whose number of anchors per location
     is closest to the configured one (coverage is not everything: Lin et al. 2017, Table 1c,
@@ -350,8 +361,13 @@ def class_imbalance(nb: NetworkBoxes, cfg: ModelConfig, num_classes: int, max_im
     k = len(stats)
     neg_pairs = (n - pos - ign) * num_classes + pos * (num_classes - 1)
     return {
-        "images": k, "num_classes": num_classes, "anchors_per_image": n / k, "objects_per_image": objs / k,
-        "positive_per_image": pos / k, "ignored_per_image": ign / k, "positive_per_object": pos / objs,
+        "images": k,
+        "num_classes": num_classes,
+        "anchors_per_image": n / k,
+        "objects_per_image": objs / k,
+        "positive_per_image": pos / k,
+        "ignored_per_image": ign / k,
+        "positive_per_object": pos / objs,
         "negative_per_positive_anchor": (n - pos - ign) / pos if pos else None,
         "negative_pairs_per_positive_pair": neg_pairs / pos if pos else None,
     }
@@ -361,12 +377,14 @@ def format_imbalance(im: dict) -> str:
     if not im.get("images"):
         return "class imbalance: no image with boxes"
     ratio = im["negative_pairs_per_positive_pair"]
-    return (f"class imbalance ({im['images']} images): per image {im['anchors_per_image']:,.0f} anchors, "
-            f"{im['objects_per_image']:.1f} objects, {im['positive_per_image']:.1f} positive anchors "
-            f"({im['positive_per_object']:.1f} per object), {im['ignored_per_image']:.1f} ignored; with "
-            f"{im['num_classes']} classes, " + ("no positive anchor" if ratio is None else f"{ratio:,.0f} negative "
-            f"(anchor, class) pairs per positive pair")
-            + " (the paper's COCO setting: ~100k anchors per image, 80 classes)")
+    return (
+        f"class imbalance ({im['images']} images): per image {im['anchors_per_image']:,.0f} anchors, "
+        f"{im['objects_per_image']:.1f} objects, {im['positive_per_image']:.1f} positive anchors "
+        f"({im['positive_per_object']:.1f} per object), {im['ignored_per_image']:.1f} ignored; with "
+        f"{im['num_classes']} classes, "
+        + ("no positive anchor" if ratio is None else f"{ratio:,.0f} negative (anchor, class) pairs per positive pair")
+        + " (the paper's COCO setting: ~100k anchors per image, 80 classes)"
+    )
 
 
 def coverage_report(
@@ -397,8 +415,11 @@ def coverage_report_from_boxes(
 
     def entry(setting: AnchorSetting, best_iou: Tensor) -> dict:
         return {
-            "setting": {"anchor_sizes": list(setting.sizes), "scales_per_octave": setting.scales_per_octave,
-                        "aspect_ratios": list(setting.aspect_ratios)},
+            "setting": {
+                "anchor_sizes": list(setting.sizes),
+                "scales_per_octave": setting.scales_per_octave,
+                "aspect_ratios": list(setting.aspect_ratios),
+            },
             "description": setting.describe(),
             "anchors_per_location": setting.anchors_per_location,
             "overrides": setting.overrides(),
@@ -410,23 +431,39 @@ def coverage_report_from_boxes(
         "num_images": nb.num_images,
         "num_boxes": int(nb.boxes.shape[0]),
         "iou_thresh": thresh,
-        "input": {"min_size": cfg.min_size, "max_size": cfg.max_size, "size_divisor": cfg.size_divisor,
-                  "anchor_style": cfg.anchor_style, "anchor_offset": cfg.anchor_offset},
+        "input": {
+            "min_size": cfg.min_size,
+            "max_size": cfg.max_size,
+            "size_divisor": cfg.size_divisor,
+            "anchor_style": cfg.anchor_style,
+            "anchor_offset": cfg.anchor_offset,
+        },
         "configured": entry(configured, best),
         "proposed": None,
         "top": [],
         # for the plot; not part of the JSON output
-        "_boxes": nb, "_best_configured": best, "_best_proposed": None,
+        "_boxes": nb,
+        "_best_configured": best,
+        "_best_proposed": None,
     }
     if search and nb.boxes.shape[0]:
         candidates = candidate_settings(configured, nb.aspect)
         results = search_anchors(nb, candidates, thresh, cfg.anchor_offset, cfg.anchor_style, sample)
         pick = pick_proposal(results, configured)
         best_p = best_anchor_iou(nb, pick.setting, cfg.anchor_offset, cfg.anchor_style)  # on every box
-        report["proposed"] = {**entry(pick.setting, best_p), "candidates": len(candidates),
-                              "sample": min(sample, int(nb.boxes.shape[0]))}
-        report["top"] = [{"description": r.setting.describe(), "anchors_per_location": r.setting.anchors_per_location,
-                          "coverage": r.coverage} for r in results[:5]]
+        report["proposed"] = {
+            **entry(pick.setting, best_p),
+            "candidates": len(candidates),
+            "sample": min(sample, int(nb.boxes.shape[0])),
+        }
+        report["top"] = [
+            {
+                "description": r.setting.describe(),
+                "anchors_per_location": r.setting.anchors_per_location,
+                "coverage": r.coverage,
+            }
+            for r in results[:5]
+        ]
         report["_best_proposed"] = best_p
     return report
 
@@ -451,8 +488,10 @@ def format_report(report: dict) -> str:
         f"configured: {conf['description']}",
     ]
     if prop is not None:
-        lines.append(f"proposed:   {prop['description']} (best of {prop['candidates']} candidates, "
-                     f"searched on {prop['sample']} boxes)")
+        lines.append(
+            f"proposed:   {prop['description']} (best of {prop['candidates']} candidates, "
+            f"searched on {prop['sample']} boxes)"
+        )
     header = f"| {'boxes':<14} | {'n':>7} | {'configured':>10} | {'mean IoU':>8} |"
     rule = f"|{'-' * 16}|{'-' * 9}|{'-' * 12}|{'-' * 10}|"
     if prop is not None:
@@ -471,16 +510,22 @@ def format_report(report: dict) -> str:
         lines.append(row)
     if prop is not None:
         gain = (prop["buckets"]["all"]["coverage"] or 0) - (conf["buckets"]["all"]["coverage"] or 0)
-        lines += ["", f"proposed anchors: coverage {_pct(prop['buckets']['all']['coverage']).strip()} "
-                      f"(configured {_pct(conf['buckets']['all']['coverage']).strip()}, {100 * gain:+.1f} points); "
-                      "train with:", "  " + " ".join(prop["overrides"])]
+        lines += [
+            "",
+            f"proposed anchors: coverage {_pct(prop['buckets']['all']['coverage']).strip()} "
+            f"(configured {_pct(conf['buckets']['all']['coverage']).strip()}, {100 * gain:+.1f} points); "
+            "train with:",
+            "  " + " ".join(prop["overrides"]),
+        ]
         if prop["setting"] == conf["setting"]:
             lines.append(
                 f"  (the configured anchors are within {100 * COVERAGE_TOLERANCE:g} points of the best candidate)"
             )
         elif prop["anchors_per_location"] != conf["anchors_per_location"]:
-            lines.append("  (another number of anchors per location changes the head's outputs: "
-                         "pretrained detector heads do not load)")
+            lines.append(
+                "  (another number of anchors per location changes the head's outputs: "
+                "pretrained detector heads do not load)"
+            )
     if report.get("imbalance"):
         lines += ["", format_imbalance(report["imbalance"])]
     return "\n".join(lines)
@@ -541,8 +586,12 @@ def plot_report(report: dict, path: str | Path, max_points: int = 20000) -> Path
     # octave ticks, labelled plainly (a log axis labels only powers of ten, or crowds its minor ticks)
     for axis, get_lim, ticks, labels in (
         (ax.xaxis, ax.get_xlim, [2.0**k for k in range(1, 13)], [str(2**k) for k in range(1, 13)]),
-        (ax.yaxis, ax.get_ylim, [2.0**k for k in range(-4, 5)],
-         [f"1/{2**-k}" if k < 0 else str(2**k) for k in range(-4, 5)]),
+        (
+            ax.yaxis,
+            ax.get_ylim,
+            [2.0**k for k in range(-4, 5)],
+            [f"1/{2**-k}" if k < 0 else str(2**k) for k in range(-4, 5)],
+        ),
     ):
         lo, hi = get_lim()
         inside = [(t, lab) for t, lab in zip(ticks, labels) if lo <= t <= hi]
@@ -560,7 +609,22 @@ def plot_report(report: dict, path: str | Path, max_points: int = 20000) -> Path
 
 
 __all__ = [
-    "ASPECT_BUCKETS", "AnchorSetting", "NetworkBoxes", "SIZE_BUCKETS", "best_anchor_iou", "best_iou_per_shape",
-    "bucket_masks", "candidate_settings", "coverage_report", "coverage_report_from_boxes", "coverage_table",
-    "format_report", "input_geometry", "network_boxes", "pick_proposal", "plot_report", "public", "search_anchors",
+    "ASPECT_BUCKETS",
+    "AnchorSetting",
+    "NetworkBoxes",
+    "SIZE_BUCKETS",
+    "best_anchor_iou",
+    "best_iou_per_shape",
+    "bucket_masks",
+    "candidate_settings",
+    "coverage_report",
+    "coverage_report_from_boxes",
+    "coverage_table",
+    "format_report",
+    "input_geometry",
+    "network_boxes",
+    "pick_proposal",
+    "plot_report",
+    "public",
+    "search_anchors",
 ]

@@ -79,22 +79,32 @@ def show_images(dataset: DetectionDataset, cfg: ModelConfig, out: str | Path, in
         image, target = dataset[i]
         info = dataset.image_info(i)
         m = match_anchors(target["boxes"], image.shape[1], image.shape[2], cfg, generator)
-        picture = draw_anchor_matches(image, target["boxes"], target["labels"], m["positives"], m["low_quality"],
-                                      m["best_iou"], dataset.class_names, cfg.fg_iou_thresh)
+        picture = draw_anchor_matches(
+            image,
+            target["boxes"],
+            target["labels"],
+            m["positives"],
+            m["low_quality"],
+            m["best_iou"],
+            dataset.class_names,
+            cfg.fg_iou_thresh,
+        )
         stem = Path(info["file_name"]).stem
         k = seen[stem] = seen.get(stem, 0) + 1
         path = out / f"{stem if k == 1 else f'{stem}-{k}'}.png"
         picture.save(path)
-        results.append({
-            "index": i,
-            "file_name": info["file_name"],
-            "path": str(path),
-            "boxes": int(len(target["boxes"])),
-            "positives": [int(len(p)) for p in m["positives"]],
-            "low_quality": [int(len(p)) for p in m["low_quality"]],
-            "best_iou": [round(float(v), 4) for v in m["best_iou"]],
-            "unreached": int((~m["reached"]).sum()),
-        })
+        results.append(
+            {
+                "index": i,
+                "file_name": info["file_name"],
+                "path": str(path),
+                "boxes": int(len(target["boxes"])),
+                "positives": [int(len(p)) for p in m["positives"]],
+                "low_quality": [int(len(p)) for p in m["low_quality"]],
+                "best_iou": [round(float(v), 4) for v in m["best_iou"]],
+                "unreached": int((~m["reached"]).sum()),
+            }
+        )
     return results
 
 

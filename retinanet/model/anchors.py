@@ -131,4 +131,3 @@ class AnchorGenerator:
             self._cache.clear()
         self._cache[key] = result
         return result
-

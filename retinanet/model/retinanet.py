@@ -128,8 +128,16 @@ class RetinaNet(nn.Module):
             scaled = self._scale_targets(targets, sizes.float() / orig.float())
             return self.criterion(cls_logits, box_deltas, anchors, scaled)
         dets = postprocess_detections(
-            cls_logits, box_deltas, anchors, per_level, sizes, self.box_coder,
-            self.score_thresh, self.topk_candidates, self.nms_thresh, self.detections_per_img,
+            cls_logits,
+            box_deltas,
+            anchors,
+            per_level,
+            sizes,
+            self.box_coder,
+            self.score_thresh,
+            self.topk_candidates,
+            self.nms_thresh,
+            self.detections_per_img,
         )
         for d, r in zip(dets, orig.float() / sizes.float()):
             d["boxes"] = d["boxes"] * r[[1, 0, 1, 0]]

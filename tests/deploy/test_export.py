@@ -30,8 +30,16 @@ def _random_detector(**overrides) -> nn.Module:
     a few dozen detections per image survive the threshold (the paper's init would give every
     anchor a score near π = 0.01 and near-identical boxes: nothing to compare)."""
     torch.manual_seed(0)
-    cfg = dict(num_classes=3, fpn_channels=64, head_convs=2, min_size=160, max_size=224, size_divisor=32,
-               score_thresh=0.62, detections_per_img=DETECTIONS)
+    cfg = dict(
+        num_classes=3,
+        fpn_channels=64,
+        head_convs=2,
+        min_size=160,
+        max_size=224,
+        size_divisor=32,
+        score_thresh=0.62,
+        detections_per_img=DETECTIONS,
+    )
     cfg.update(overrides)
     model = get_model("retinanet_r18_fpn", **cfg).eval()
     with torch.no_grad():
@@ -91,8 +99,7 @@ def test_onnx_parity_with_eager(model, onnx_file, batch, size):
         assert torch.equal(e["labels"], g["labels"])
         assert (e["boxes"] - g["boxes"]).abs().max() < 1e-3  # pixels
         assert (e["scores"] - g["scores"]).abs().max() < 1e-4
-    print(f"ONNX parity batch {batch} size {size}: {counts} detections, "
-          f"{compare_detections(eager, got)}")
+    print(f"ONNX parity batch {batch} size {size}: {counts} detections, {compare_detections(eager, got)}")
 
 
 def test_onnx_graph_is_standard_with_dynamic_axes(onnx_file):
@@ -170,8 +177,16 @@ def test_export_resizes_as_the_model_where_the_cap_binds(model, onnx_file, tmp_p
 def test_cli_export_onnx_checks_against_eager(tmp_path, capsys):
     torch.manual_seed(0)
     cfg = Config()
-    cfg.model = cfg.model.replace(backbone="resnet18", num_classes=3, fpn_channels=64, head_convs=1,
-                                  min_size=96, max_size=128, size_divisor=32, score_thresh=0.0)
+    cfg.model = cfg.model.replace(
+        backbone="resnet18",
+        num_classes=3,
+        fpn_channels=64,
+        head_convs=1,
+        min_size=96,
+        max_size=128,
+        size_divisor=32,
+        score_thresh=0.0,
+    )
     from retinanet.model.build import build_model
 
     ckpt = tmp_path / "tiny.pth"

@@ -31,8 +31,15 @@ CFG = ModelConfig(min_size=256, max_size=256)
 def _dataset(boxes_per_image, size=(256, 256)) -> DetectionDataset:
     w, h = size
     records = [
-        ImageRecord(i + 1, Path(f"{i}.png"), f"{i}.png", w, h,
-                    np.array(b, np.float32).reshape(-1, 4), np.zeros(len(b), np.int64))
+        ImageRecord(
+            i + 1,
+            Path(f"{i}.png"),
+            f"{i}.png",
+            w,
+            h,
+            np.array(b, np.float32).reshape(-1, 4),
+            np.zeros(len(b), np.int64),
+        )
         for i, b in enumerate(boxes_per_image)
     ]
     return DetectionDataset(records, ["thing"], [1], BadInputPolicy("error", "hand-built"))
@@ -114,8 +121,16 @@ def test_best_iou_equals_brute_force_over_every_anchor(style, offset, divisor):
     boxes = torch.cat([xy - wh / 2, xy + wh / 2], 1).clamp(min=0)
     boxes = torch.minimum(boxes, torch.tensor([200.0, 150.0, 200.0, 150.0]))
     boxes = boxes[(boxes[:, 2] > boxes[:, 0] + 1) & (boxes[:, 3] > boxes[:, 1] + 1)]
-    cfg = ModelConfig(min_size=160, max_size=200, size_divisor=divisor, anchor_style=style, anchor_offset=offset,
-                      anchor_sizes=(16, 40, 100, 200, 400), aspect_ratios=(0.25, 1.0, 3.0), scales_per_octave=2)
+    cfg = ModelConfig(
+        min_size=160,
+        max_size=200,
+        size_divisor=divisor,
+        anchor_style=style,
+        anchor_offset=offset,
+        anchor_sizes=(16, 40, 100, 200, 400),
+        aspect_ratios=(0.25, 1.0, 3.0),
+        scales_per_octave=2,
+    )
     nb = network_boxes(_dataset([boxes.tolist()], size=(200, 150)), cfg)
     fast = best_anchor_iou(nb, AnchorSetting.of(cfg), offset, style)
     hp, wp = (int(v) for v in nb.padded[0])
@@ -147,7 +162,7 @@ def test_candidates_are_scored_like_single_settings():
     nb = network_boxes(_dataset([TINY, EXACT, SHIFTED]), CFG)
     candidates = candidate_settings(AnchorSetting.of(CFG), nb.aspect)[:40]
     results = search_anchors(nb, candidates, 0.5, CFG.anchor_offset, CFG.anchor_style)
-    for r in results[:: 7]:
+    for r in results[::7]:
         best = best_anchor_iou(nb, r.setting)
         assert r.coverage == pytest.approx(float((best >= 0.5).double().mean()))
         assert r.mean_best_iou == pytest.approx(float(best.mean()))
@@ -160,17 +175,39 @@ def test_cli_analyze_anchors_writes_plot_and_json(tmp_path, capsys):
     Image.new("RGB", (256, 256), (90, 90, 90)).save(images / "b.png")
     anns = [(1, b) for b in TINY] + [(2, b) for b in EXACT]
     data = {
-        "images": [{"id": 1, "file_name": "a.png", "width": 256, "height": 256},
-                   {"id": 2, "file_name": "b.png", "width": 256, "height": 256}],
-        "annotations": [{"id": k + 1, "image_id": i, "category_id": 1, "bbox": [b[0], b[1], b[2] - b[0], b[3] - b[1]],
-                         "area": (b[2] - b[0]) * (b[3] - b[1]), "iscrowd": 0} for k, (i, b) in enumerate(anns)],
+        "images": [
+            {"id": 1, "file_name": "a.png", "width": 256, "height": 256},
+            {"id": 2, "file_name": "b.png", "width": 256, "height": 256},
+        ],
+        "annotations": [
+            {
+                "id": k + 1,
+                "image_id": i,
+                "category_id": 1,
+                "bbox": [b[0], b[1], b[2] - b[0], b[3] - b[1]],
+                "area": (b[2] - b[0]) * (b[3] - b[1]),
+                "iscrowd": 0,
+            }
+            for k, (i, b) in enumerate(anns)
+        ],
         "categories": [{"id": 1, "name": "thing"}],
     }
     ann = tmp_path / "instances.json"
     ann.write_text(json.dumps(data))
     png, js = tmp_path / "out" / "coverage.png", tmp_path / "coverage.json"
-    argv = ["analyze", "anchors", str(ann), "--images-dir", str(images), "--out", str(png), "--json", str(js),
-            "model.min_size=256", "max_size=256"]  # a bare model option is model.<option>
+    argv = [
+        "analyze",
+        "anchors",
+        str(ann),
+        "--images-dir",
+        str(images),
+        "--out",
+        str(png),
+        "--json",
+        str(js),
+        "model.min_size=256",
+        "max_size=256",
+    ]  # a bare model option is model.<option>
     assert main(argv) == 0
     printed = capsys.readouterr().out
     assert "| small (<32²)   |       6 |       0.0% |" in printed
@@ -212,4 +249,5 @@ def test_class_imbalance_counts_anchors_and_pairs():
     assert "3 classes" in format_imbalance(im)
     # more classes, more negative pairs per positive: K = 80 has ~80/3 times as many
     assert class_imbalance(nb, CFG, num_classes=80)["negative_pairs_per_positive_pair"] == pytest.approx(
-        ((2 * 12276 - pos - ign) * 80 + pos * 79) / pos)
+        ((2 * 12276 - pos - ign) * 80 + pos * 79) / pos
+    )

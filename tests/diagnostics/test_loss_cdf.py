@@ -22,13 +22,15 @@ def test_loss_cdf_concentrates_on_hard_negatives_as_gamma_grows():
 
 
 def test_fig4_from_a_model(tmp_path):
-    from retinanet.data.coco import CocoDetection
     from retinanet import get_model
+    from retinanet.data.coco import CocoDetection
 
     root = generate_synthetic(tmp_path / "synth", seed=2, num_train=1, num_val=3, image_size=128)
     ds = CocoDetection(root / "val", root / "annotations" / "instances_val.json")
     torch.manual_seed(0)
-    model = get_model("retinanet_r18_fpn", num_classes=6, fpn_channels=32, head_convs=1, min_size=128, max_size=128, size_divisor=32)
+    model = get_model(
+        "retinanet_r18_fpn", num_classes=6, fpn_channels=32, head_convs=1, min_size=128, max_size=128, size_divisor=32
+    )
     pos, neg = loss_cdf.collect_pt(model, ds, torch.device("cpu"))
     # Every class output of a fresh model sits at the prior π = 0.01 (§3.3): p_t ≈ .01 for
     # positives, ≈ .99 for negatives; 6 outputs per background anchor.

@@ -81,8 +81,7 @@ def test_worked_example(path):
     x = torch.full((2, 4), math.log(0.11 / 0.89))  # p = σ(x) = 0.11
     y = torch.tensor([[1.0, 0.0] * 2] * 2)  # y=1: p_t = 0.11; y=0: p_t = 0.89
     ce, ce_grad = _value_and_grad(sigmoid_cross_entropy, x, y, reduction="none")
-    fl, fl_grad = _value_and_grad(sigmoid_focal_loss, x, y, alpha=None, gamma=2.0,
-                                  reduction="none")
+    fl, fl_grad = _value_and_grad(sigmoid_focal_loss, x, y, alpha=None, gamma=2.0, reduction="none")
     ce, fl = ce[0, :2].double(), fl[0, :2].double()
     # Appendix B at these points: dCE/dx = s(p_t - 1); dFL/dx = s(1-p_t)^2 (2 p_t ln p_t + p_t - 1).
     torch.testing.assert_close(ce_grad[0, :2], torch.tensor([-0.89, 0.11]))
@@ -91,14 +90,14 @@ def test_worked_example(path):
         -1 * 0.11**2 * (2 * 0.89 * math.log(0.89) + 0.89 - 1),  # y = 0, p_t = 0.89
     ]
     torch.testing.assert_close(fl_grad[0, :2], torch.tensor(dfl))
-    torch.testing.assert_close(ce, torch.tensor([2.2072749, 0.1165338], dtype=torch.float64),
-                               rtol=0, atol=1e-6)
-    torch.testing.assert_close(fl, torch.tensor([1.7483825, 0.0014101], dtype=torch.float64),
-                               rtol=0, atol=1e-6)
-    torch.testing.assert_close(ce / LN10, torch.tensor([0.958607315, 0.050609993],
-                                                       dtype=torch.float64), rtol=0, atol=1e-6)
-    torch.testing.assert_close(fl / LN10, torch.tensor([0.759312854, 0.000612381],
-                                                       dtype=torch.float64), rtol=0, atol=1e-6)
+    torch.testing.assert_close(ce, torch.tensor([2.2072749, 0.1165338], dtype=torch.float64), rtol=0, atol=1e-6)
+    torch.testing.assert_close(fl, torch.tensor([1.7483825, 0.0014101], dtype=torch.float64), rtol=0, atol=1e-6)
+    torch.testing.assert_close(
+        ce / LN10, torch.tensor([0.958607315, 0.050609993], dtype=torch.float64), rtol=0, atol=1e-6
+    )
+    torch.testing.assert_close(
+        fl / LN10, torch.tensor([0.759312854, 0.000612381], dtype=torch.float64), rtol=0, atol=1e-6
+    )
     # The paper's point: the hard/easy ratio goes from ~19 (CE) to ~1240 (FL).
     assert 18.5 < (ce[0] / ce[1]).item() < 19.5
     assert 1235 < (fl[0] / fl[1]).item() < 1245
@@ -114,18 +113,20 @@ def _torchvision_reference(alpha, gamma, reduction, dtype):
     """torchvision's value and gradient, computed once for both paths."""
     tv_alpha = -1.0 if alpha is None else alpha  # torchvision disables α with alpha < 0
     with _one_thread():
-        return _value_and_grad(torchvision.ops.sigmoid_focal_loss, PARITY_X.to(dtype),
-                               PARITY_Y.to(dtype), alpha=tv_alpha, gamma=gamma,
-                               reduction=reduction)
+        return _value_and_grad(
+            torchvision.ops.sigmoid_focal_loss,
+            PARITY_X.to(dtype),
+            PARITY_Y.to(dtype),
+            alpha=tv_alpha,
+            gamma=gamma,
+            reduction=reduction,
+        )
 
 
-@pytest.mark.parametrize(
-    "alpha,gamma", [(0.25, 2.0), (None, 2.0), (0.5, 0.0), (None, 0.0), (0.75, 0.5), (0.25, 5.0)]
-)
+@pytest.mark.parametrize("alpha,gamma", [(0.25, 2.0), (None, 2.0), (0.5, 0.0), (None, 0.0), (0.75, 0.5), (0.25, 5.0)])
 def test_matches_torchvision(path, alpha, gamma):
     for reduction in ("none", "mean", "sum"):
-        v, g = _value_and_grad(sigmoid_focal_loss, PARITY_X, PARITY_Y, alpha=alpha, gamma=gamma,
-                               reduction=reduction)
+        v, g = _value_and_grad(sigmoid_focal_loss, PARITY_X, PARITY_Y, alpha=alpha, gamma=gamma, reduction=reduction)
         assert v.dtype == torch.float32 and g.dtype == torch.float32
         # torchvision in float64 is the exact reference; in float32 its 1 - p_t cancels.
         rv, rg = _torchvision_reference(alpha, gamma, reduction, torch.float64)
@@ -177,8 +178,7 @@ def test_fl_star_reductions(path):
     ref = -torch.nn.functional.logsigmoid(2.0 * (2 * y.double() - 1) * x.double() + 1.0) / 2.0
     s = 2 * y.double() - 1
     dref = s * (torch.sigmoid(2.0 * s * x.double() + 1.0) - 1)  # appendix B, per element
-    for reduction, r, scale in (("none", ref, 1.0), ("mean", ref.mean(), 1 / x.numel()),
-                                ("sum", ref.sum(), 1.0)):
+    for reduction, r, scale in (("none", ref, 1.0), ("mean", ref.mean(), 1 / x.numel()), ("sum", ref.sum(), 1.0)):
         v, g = _value_and_grad(fl_star_loss, x, y, gamma=2.0, beta=1.0, reduction=reduction)
         torch.testing.assert_close(v.double(), r, rtol=1e-5, atol=1e-7)
         torch.testing.assert_close(g.double(), dref * scale, rtol=1e-5, atol=1e-9)
@@ -196,8 +196,7 @@ def test_extreme_logits_are_finite(path):
         ):
             v, g = _value_and_grad(fn, x)
             assert torch.isfinite(v).all() and torch.isfinite(g).all(), (gamma, v, g)
-        v, g = _value_and_grad(sigmoid_focal_loss, x, y, alpha=None, gamma=gamma,
-                               reduction="none")
+        v, g = _value_and_grad(sigmoid_focal_loss, x, y, alpha=None, gamma=gamma, reduction="none")
         # Hard mistakes (x_t = -100): (1 - p_t)^γ = 1, loss = 100, dFL/dx = s·(γ p_t log p_t - 1).
         torch.testing.assert_close(v[0, 1], torch.tensor(100.0))
         torch.testing.assert_close(v[0, 2], torch.tensor(100.0))
@@ -237,9 +236,7 @@ def test_labels_match_dense_one_hot(path, kind):
     fg = labels >= 0
     one_hot[fg, labels[fg]] = 1.0
     xr = x.detach().clone().requires_grad_()
-    ref = torch.stack(
-        [dense(xr[i][labels[i] != IGNORE], one_hot[i][labels[i] != IGNORE]) for i in range(b)]
-    )
+    ref = torch.stack([dense(xr[i][labels[i] != IGNORE], one_hot[i][labels[i] != IGNORE]) for i in range(b)])
     (ref * weights).sum().backward()
     torch.testing.assert_close(v, ref.detach(), rtol=1e-5, atol=0)
     torch.testing.assert_close(grad, xr.grad, rtol=1e-5, atol=1e-7)

@@ -59,8 +59,10 @@ def test_one_to_three_quota_per_image():
 def test_ohem_criterion_trains_only_the_kept_anchors():
     torch.manual_seed(0)
     anchors = disjoint_anchors(40)
-    targets = [{"boxes": anchors[[3, 17]] + 0.5, "labels": torch.tensor([1, 2])},
-               {"boxes": torch.zeros(0, 4), "labels": torch.zeros(0, dtype=torch.int64)}]
+    targets = [
+        {"boxes": anchors[[3, 17]] + 0.5, "labels": torch.tensor([1, 2])},
+        {"boxes": torch.zeros(0, 4), "labels": torch.zeros(0, dtype=torch.int64)},
+    ]
     crit = RetinaNetCriterion(
         Matcher(0.5, 0.4, True), BoxCoder(), cls_loss="ohem", alpha=None, ohem_batch_size=5, ohem_nms_thresh=0.7
     )
@@ -83,11 +85,23 @@ def test_ohem_model_option_trains():
     from retinanet import get_model
 
     torch.manual_seed(0)
-    model = get_model("retinanet_r18_fpn", num_classes=3, fpn_channels=32, head_convs=1, min_size=128, max_size=128,
-                      cls_loss="ohem", focal_alpha=None, ohem_batch_size=64, ohem_pos_fraction=0.25)
+    model = get_model(
+        "retinanet_r18_fpn",
+        num_classes=3,
+        fpn_channels=32,
+        head_convs=1,
+        min_size=128,
+        max_size=128,
+        cls_loss="ohem",
+        focal_alpha=None,
+        ohem_batch_size=64,
+        ohem_pos_fraction=0.25,
+    )
     images = torch.rand(2, 3, 128, 128)
-    targets = [{"boxes": torch.tensor([[10.0, 10, 60, 70]]), "labels": torch.tensor([1])},
-               {"boxes": torch.tensor([[50.0, 40, 120, 100]]), "labels": torch.tensor([2])}]
+    targets = [
+        {"boxes": torch.tensor([[10.0, 10, 60, 70]]), "labels": torch.tensor([1])},
+        {"boxes": torch.tensor([[50.0, 40, 120, 100]]), "labels": torch.tensor([2])},
+    ]
     opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
     model.train()
     first = None

@@ -49,8 +49,9 @@ def test_model_export_and_diagnostics_agree(model, setting):
         assert all(p % divisor == 0 and 0 <= p - r < divisor for r, p in zip(resized, padded))
         # torchvision's resize call (scale_factor, recompute_scale_factor=True) gives the same size
         image = torch.rand(3, h, w, generator=torch.Generator().manual_seed(h * w))
-        tv = F.interpolate(image[None], scale_factor=scale, mode="bilinear", recompute_scale_factor=True,
-                           align_corners=False)
+        tv = F.interpolate(
+            image[None], scale_factor=scale, mode="bilinear", recompute_scale_factor=True, align_corners=False
+        )
         assert tuple(tv.shape[-2:]) == resized
         # the tensor path (0-dim tensors, as the export traces them) computes the same numbers
         t_scale, t_resized, t_padded = resize_geometry(torch.tensor(h), torch.tensor(w), *setting)
