@@ -12,7 +12,7 @@ from retinanet.cli import main
 from retinanet.config import Config
 from retinanet.data import build_dataset
 from retinanet.diagnostics.show import match_anchors
-from retinanet.engine.trainer import EVAL_EXAMPLES, evaluate
+from retinanet.engine import EVAL_EXAMPLES, evaluate
 from retinanet.model.build import build_model
 from retinanet.model.config import ModelConfig
 from retinanet.utils.visualize import UNREACHED_COLOUR
@@ -39,7 +39,9 @@ def test_match_anchors_hand_built():
     centres = sorted(map(tuple, ((m["positives"][1][:, :2] + m["positives"][1][:, 2:]) / 2).tolist()))
     assert centres == [(92.0, 100.0), (100.0, 92.0), (100.0, 100.0), (100.0, 108.0), (108.0, 100.0)]
     low = m["low_quality"][0]
-    assert sorted(map(tuple, ((low[:, :2] + low[:, 2:]) / 2).tolist())) == [(x, y) for x in (20.0, 28.0, 36.0) for y in (12.0, 20.0, 28.0)]
+    assert sorted(map(tuple, ((low[:, :2] + low[:, 2:]) / 2).tolist())) == [
+        (x, y) for x in (20.0, 28.0, 36.0) for y in (12.0, 20.0, 28.0)
+    ]
 
 
 def test_match_anchors_draws_in_original_pixels():
@@ -58,10 +60,21 @@ def coco_dataset(tmp_path):
     Image.new("RGB", (256, 256), (40, 40, 40)).save(images / "b.png")
     boxes = [(1, TINY, 1), (1, EXACT, 2), (2, EXACT, 1)]
     data = {
-        "images": [{"id": 1, "file_name": "a.png", "width": 256, "height": 256},
-                   {"id": 2, "file_name": "b.png", "width": 256, "height": 256}],
-        "annotations": [{"id": k + 1, "image_id": i, "category_id": c, "bbox": [b[0], b[1], b[2] - b[0], b[3] - b[1]],
-                         "area": (b[2] - b[0]) * (b[3] - b[1]), "iscrowd": 0} for k, (i, b, c) in enumerate(boxes)],
+        "images": [
+            {"id": 1, "file_name": "a.png", "width": 256, "height": 256},
+            {"id": 2, "file_name": "b.png", "width": 256, "height": 256},
+        ],
+        "annotations": [
+            {
+                "id": k + 1,
+                "image_id": i,
+                "category_id": c,
+                "bbox": [b[0], b[1], b[2] - b[0], b[3] - b[1]],
+                "area": (b[2] - b[0]) * (b[3] - b[1]),
+                "iscrowd": 0,
+            }
+            for k, (i, b, c) in enumerate(boxes)
+        ],
         "categories": [{"id": 1, "name": "dot"}, {"id": 2, "name": "square"}],
     }
     ann = tmp_path / "annotations" / "instances_val.json"
@@ -73,8 +86,19 @@ def coco_dataset(tmp_path):
 def test_cli_data_show_writes_pictures_marking_unreached_boxes(coco_dataset, tmp_path, capsys):
     ann, images = coco_dataset
     out = tmp_path / "show"
-    argv = ["data", "show", str(ann), "--images-dir", str(images), "--out", str(out),
-            "model.min_size=256", "max_size=256", "aspect_ratios=[1]", "scales_per_octave=1"]
+    argv = [
+        "data",
+        "show",
+        str(ann),
+        "--images-dir",
+        str(images),
+        "--out",
+        str(out),
+        "model.min_size=256",
+        "max_size=256",
+        "aspect_ratios=[1]",
+        "scales_per_octave=1",
+    ]
     assert main(argv) == 0
     printed = capsys.readouterr().out
     assert "a.png: 2 boxes, positive anchors per box [0, 5], 1 without an anchor at IoU >= 0.5" in printed
@@ -103,8 +127,11 @@ def test_evaluation_logs_example_predictions_to_tensorboard(coco_dataset, tmp_pa
     ann, images = coco_dataset
     dataset = build_dataset("coco", ann, images_dir=images)
     torch.manual_seed(0)
-    model = build_model(ModelConfig(backbone="resnet18", num_classes=2, fpn_channels=64, head_convs=1,
-                                    min_size=96, max_size=96, size_divisor=32))
+    model = build_model(
+        ModelConfig(
+            backbone="resnet18", num_classes=2, fpn_channels=64, head_convs=1, min_size=96, max_size=96, size_divisor=32
+        )
+    )
     cfg = Config(model=model.config)
     cfg.data.num_workers = 0
     cfg.eval.batch_size = 1
