@@ -15,8 +15,9 @@
     retinanet benchmark [--quick] [--only SECTIONS] [--device cuda] [--out DIR]   (benchmarks/README.md)
 
 Overrides are dotted `key=value` strings (retinanet.config). Exit status: 0 success; 1 a run
-that stopped (non-finite losses), a dataset check that skipped entries or an export that differs
-from the eager model; 2 bad usage, a config error or a dataset / file error (a one-line message,
+that stopped (non-finite losses, a checkpoint that could not be written), a dataset check that
+skipped entries, a predict that skipped unreadable images, or an export that differs from the
+eager model; 2 bad usage, a config error or a dataset / file error (a one-line message,
 no traceback); 130 interrupted.
 """
 
@@ -30,8 +31,9 @@ from typing import Optional, Sequence
 from .. import __version__
 from ..config import ConfigError
 from ..data.common import DatasetError
+from ..engine.checkpoint import CheckpointWriteError
 from . import data, experiment, predict, train
-from .common import EXIT_INTERRUPTED, EXIT_USAGE, FMT, CliError, wrap
+from .common import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_USAGE, FMT, CliError, wrap
 
 # The command modules, in the order of `retinanet --help`: each adds its parsers, beside their handlers.
 COMMANDS = (train, predict, data, experiment)
@@ -90,6 +92,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         print(f"config error: {e}", file=sys.stderr)
     except (CliError, DatasetError, FileNotFoundError, FileExistsError) as e:
         print(f"error: {e}", file=sys.stderr)
+    except CheckpointWriteError as e:  # a run that stopped: its last checkpoint is kept
+        print(f"error: {e}", file=sys.stderr)
+        return EXIT_FAILED
     except KeyboardInterrupt:
         print(
             "interrupted" + ("; continue with --resume" if args.command in ("train", "demo") else ""), file=sys.stderr

@@ -4,6 +4,7 @@ as one ONNX / TorchScript graph."""
 from __future__ import annotations
 
 import argparse
+import sys
 import time
 import warnings
 from pathlib import Path
@@ -53,16 +54,21 @@ def cmd_predict(args: argparse.Namespace) -> int:
     if args.coco:
         info = {"description": "retinanet predict", "weights": args.weights, "score_thresh": args.score_thresh}
         coco = CocoPredictions(class_names, loaded.labels_are_category_ids, info)
-    total = predict_images(
+    total, failed = predict_images(
         model, device, images, out, class_names, args.score_thresh, args.batch_size, not args.no_pictures, coco
     )
+    done = len(images) - len(failed)
     if coco is not None:
-        print(f"COCO-style JSON of the {len(images)} images: {coco.write(args.coco)}")
+        print(f"COCO-style JSON of the {done} images: {coco.write(args.coco)}")
     if images:
         print(
-            f"{len(images)} images, {total} detections with score >= {args.score_thresh}: "
+            f"{done} images, {total} detections with score >= {args.score_thresh}: "
             f"{'pictures and ' if not args.no_pictures else ''}JSON in {out}/"
         )
+    if failed:
+        print(f"{len(failed)} of {len(images)} images could not be read and were skipped:", file=sys.stderr)
+        for message in failed:
+            print(f"  {message}", file=sys.stderr)
     for source in sources:
         try:
             result = predict_video(
@@ -83,7 +89,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
             f"{source.path}: {result['frames']} frames, {result['detections']} detections with score >= "
             f"{args.score_thresh}: {result['json']}{video}"
         )
-    return EXIT_OK
+    return EXIT_FAILED if failed else EXIT_OK
 
 
 def cmd_export(args: argparse.Namespace) -> int:

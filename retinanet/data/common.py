@@ -195,20 +195,44 @@ def report_boxes(
 # ---------------------------------------------------------------------------------------------
 
 
+def to_rgb8(im: Image.Image) -> np.ndarray:
+    """(H, W, 3) uint8 RGB of a decoded PIL image of any mode.
+
+    PIL's own convert("RGB") clips high-bit-depth pixels to 255 (a 16-bit PNG becomes almost
+    white) and takes the hidden colour of transparent pixels, so: 16-bit and 32-bit integer
+    grey levels are scaled from 0..65535 to 0..255; float images are read as 0..1 when their
+    maximum is at most 1 (else as 0..255); images with transparency are composited on black.
+    """
+    mode = im.mode
+    if mode.startswith("I") or mode == "F":
+        grey = np.asarray(im, dtype=np.float64)
+        if mode.startswith("I"):
+            grey = np.clip(grey, 0, 65535) / 257.0
+        elif np.nanmax(grey, initial=0.0) <= 1.0:
+            grey = np.clip(np.nan_to_num(grey), 0, 1) * 255.0
+        grey = np.clip(np.rint(np.nan_to_num(grey)), 0, 255).astype(np.uint8)
+        return np.repeat(grey[..., None], 3, axis=2)
+    if mode in ("RGBA", "LA", "PA") or (mode == "P" and "transparency" in im.info):
+        rgba = im.convert("RGBA")
+        black = Image.new("RGBA", rgba.size, (0, 0, 0, 255))
+        return np.array(Image.alpha_composite(black, rgba).convert("RGB"), dtype=np.uint8)
+    return np.array(im.convert("RGB"), dtype=np.uint8)  # a writable copy, as torch.from_numpy wants
+
+
 def load_image(path: str | os.PathLike) -> Tensor:
-    """Decode an image file into a float32 (3, H, W) RGB tensor in [0, 1].
+    """Decode an image file into a float32 (3, H, W) RGB tensor in [0, 1] (`to_rgb8`).
 
     EXIF orientation is deliberately not applied: COCO/VOC boxes refer to the stored pixels.
     Errors name the file, so that a failure inside a DataLoader worker is readable.
     """
     try:
         with Image.open(path) as im:
-            rgb = im.convert("RGB")  # forces the full decode: truncated files fail here
+            im.load()  # forces the full decode: truncated files fail here
+            array = to_rgb8(im)
     except FileNotFoundError:
         raise MissingFileError(f"image file not found: {path}") from None
     except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as e:
         raise DatasetError(f"cannot decode image file {path}: {e}") from e
-    array = np.array(rgb, dtype=np.uint8)  # a writable copy, as torch.from_numpy wants
     return torch.from_numpy(array).permute(2, 0, 1).contiguous().float().div_(255.0)
 
 

@@ -2,7 +2,7 @@
 COCO's metrics (metrics), checkpoints (checkpoint) and torch.distributed's process group
 (distributed)."""
 
-from .checkpoint import atomic_save, load_checkpoint, save_final, save_training_state
+from .checkpoint import CheckpointWriteError, atomic_save, load_checkpoint, save_final, save_training_state
 from .distributed import init_distributed, is_main, resolve_device, unwrap
 from .evaluate import EVAL_EXAMPLES, autocast, evaluate
 from .metrics import CocoEvaluator, format_ap_table, format_per_class_table
@@ -10,6 +10,7 @@ from .trainer import NonFiniteLossError, lr_factor, train
 
 __all__ = [
     "EVAL_EXAMPLES",
+    "CheckpointWriteError",
     "CocoEvaluator",
     "NonFiniteLossError",
     "atomic_save",

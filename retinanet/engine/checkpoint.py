@@ -7,7 +7,9 @@ other weights file, is `retinanet.weights.load_checkpoint` / `load_model`.
 
 from __future__ import annotations
 
+import errno
 import os
+import shutil
 from pathlib import Path
 
 import torch
@@ -19,11 +21,26 @@ from ..weights.loader import load_checkpoint
 from .distributed import is_main
 
 
+class CheckpointWriteError(OSError):
+    """A checkpoint that could not be written (the previous one, if any, is kept)."""
+
+
 def atomic_save(obj, path: str | os.PathLike) -> None:
     """torch.save through a temporary file in the same folder and a rename: a crash mid-write
-    never leaves a truncated checkpoint behind."""
-    with atomic_open(path, "wb") as f:
-        torch.save(obj, f)
+    never leaves a truncated checkpoint behind, and a failed write (a full disk, a folder that
+    cannot be written) removes its temporary file and raises CheckpointWriteError saying why."""
+    try:
+        with atomic_open(path, "wb") as f:
+            torch.save(obj, f)
+    except (OSError, RuntimeError) as e:  # torch.save reports a failed write as a RuntimeError
+        folder = Path(path).resolve().parent
+        free = shutil.disk_usage(folder).free if folder.is_dir() else None
+        full = isinstance(e, OSError) and e.errno == errno.ENOSPC or "No space left" in str(e)
+        why = "no space left on device" if full else f"{type(e).__name__}: {str(e).strip().splitlines()[0][:200]}"
+        space = f"; {free / 2**20:.0f} MiB free in {folder}" if free is not None else ""
+        raise CheckpointWriteError(
+            f"could not write the checkpoint {path} ({why}{space}); the previous one is kept"
+        ) from e
 
 
 def save_training_state(
@@ -57,4 +74,4 @@ def save_final(path, model, cfg: Config, class_names) -> None:
     atomic_save({"model": model.state_dict(), "config": config_to_dict(cfg), "class_names": list(class_names)}, path)
 
 
-__all__ = ["atomic_save", "load_checkpoint", "save_final", "save_training_state"]
+__all__ = ["CheckpointWriteError", "atomic_save", "load_checkpoint", "save_final", "save_training_state"]

@@ -25,7 +25,7 @@ import torch
 from torch import Tensor
 from tqdm import tqdm
 
-from ..data.common import IMAGE_SUFFIXES, load_image
+from ..data.common import IMAGE_SUFFIXES, LOGGER, DatasetError, load_image
 from ..utils.io import atomic_write
 from ..utils.paths import unique_stems
 from ..utils.visualize import draw_detections, save_grid
@@ -144,16 +144,24 @@ def predict_images(
     batch_size: int = 1,
     pictures: bool = True,
     coco: Optional[CocoPredictions] = None,
-) -> int:
+) -> tuple[int, list[str]]:
     """Detect objects in image files, `batch_size` at a time: OUT/<stem>.json with {image, width,
     height, detections: `detection_records`} and, with `pictures`, OUT/<stem>.png with the boxes,
     class names and scores drawn (repeated stems get -2, -3, ...); every image is also added to
-    `coco` when given. Returns the number of detections."""
-    total = 0
+    `coco` when given. A file that cannot be read is skipped and named (a warning), and the rest
+    go on. Returns (the number of detections, the messages of the skipped files)."""
+    total, failed = 0, []
     bar = tqdm(total=len(images), desc="predict", unit="img", disable=not images)
     for chunk in batched(zip(images, unique_stems(images)), batch_size):
-        loaded = [load_image(path) for path, _ in chunk]
-        for (path, stem), image, det in zip(chunk, loaded, detect(model, loaded, device)):
+        readable, loaded = [], []
+        for path, stem in chunk:
+            try:
+                loaded.append(load_image(path))
+                readable.append((path, stem))
+            except DatasetError as e:  # truncated, empty, not an image, vanished since the listing
+                failed.append(str(e))
+                LOGGER.warning("skipped: %s", e)
+        for (path, stem), image, det in zip(readable, loaded, detect(model, loaded, device) if loaded else []):
             records = detection_records(det, class_names, score_thresh)
             total += len(records)
             height, width = image.shape[-2:]
@@ -165,7 +173,7 @@ def predict_images(
                 coco.add(str(path), width, height, records)
         bar.update(len(chunk))
     bar.close()
-    return total
+    return total, failed
 
 
 def predict_video(

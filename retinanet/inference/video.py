@@ -21,6 +21,8 @@ from typing import Callable, Iterator, Optional
 import numpy as np
 from PIL import Image, ImageSequence
 
+from ..data.common import to_rgb8
+
 PILLOW_VIDEO_SUFFIXES = (".gif", ".webp")
 AV_VIDEO_SUFFIXES = (".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v")
 VIDEO_SUFFIXES = PILLOW_VIDEO_SUFFIXES + AV_VIDEO_SUFFIXES
@@ -78,7 +80,7 @@ def _open_pillow(path: Path) -> VideoSource:
     def frames():
         with Image.open(path) as im:
             for i, frame in enumerate(ImageSequence.Iterator(im)):
-                yield i, np.asarray(frame.convert("RGB")), float(starts[i])
+                yield i, to_rgb8(frame), float(starts[i])
 
     return VideoSource(path, fps, n, width, height, frames, "pillow", durations)
 

@@ -148,6 +148,23 @@ def test_predict_writes_pictures_and_json(tmp_path, capsys):
     assert "2 images" in capsys.readouterr().out
 
 
+def test_predict_skips_an_unreadable_image_and_finishes(tmp_path, capsys):
+    ckpt = _save_checkpoint(tmp_path / "tiny.pth", 3, ["cat", "dog", "owl"])
+    folder = tmp_path / "images"
+    folder.mkdir()
+    Image.new("RGB", (60, 50), (200, 30, 30)).save(folder / "a.png")
+    Image.new("RGB", (60, 50), (30, 30, 200)).save(folder / "b.png")
+    (folder / "b.png").write_bytes((folder / "b.png").read_bytes()[:30])  # truncated
+    Image.new("RGB", (40, 40), (30, 200, 30)).save(folder / "c.png")
+    out, coco = tmp_path / "pred", tmp_path / "dets.json"
+    argv = ["predict", "--weights", str(ckpt), str(folder), "--out", str(out), "--coco", str(coco)]
+    assert main(argv + ["--batch-size", "2"]) == 1  # some inputs failed
+    err = capsys.readouterr().err
+    assert "1 of 3 images could not be read" in err and "b.png" in err and "Traceback" not in err
+    assert sorted(p.name for p in out.glob("*.json")) == ["a.json", "c.json"]
+    assert [Path(im["file_name"]).name for im in json.loads(coco.read_text())["images"]] == ["a.png", "c.png"]
+
+
 def test_predict_torchvision_coco_names_classes_by_coco_category(tmp_path, monkeypatch):
     # No download: torchvision's COCO model with random weights stands in for the published
     # file (91 outputs; the labels are COCO category ids).

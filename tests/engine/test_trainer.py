@@ -1,5 +1,6 @@
 """Training engine: schedule, DDP equivalence, kill-and-resume, non-finite losses, checkpoints."""
 
+import errno
 import os
 import signal
 import subprocess
@@ -12,7 +13,7 @@ import torch
 
 from retinanet.config import load_config
 from retinanet.data.synth import generate_synthetic
-from retinanet.engine import NonFiniteLossError, atomic_save, load_checkpoint, lr_factor, train
+from retinanet.engine import CheckpointWriteError, NonFiniteLossError, atomic_save, load_checkpoint, lr_factor, train
 
 TINY = [
     "model.backbone=resnet18",
@@ -71,6 +72,22 @@ def test_checkpoint_is_atomic_and_corrupt_file_is_a_clear_error(tmp_path):
         load_checkpoint(path)
     with pytest.raises(FileNotFoundError, match="nope.pth"):
         load_checkpoint(tmp_path / "nope.pth")
+
+
+def test_failed_checkpoint_write_keeps_the_old_one_and_leaves_no_temporary(tmp_path, monkeypatch):
+    path = tmp_path / "ckpt.pth"
+    atomic_save({"model": {"w": torch.ones(2)}}, path)
+
+    def disk_full(obj, f):
+        f.write(b"partial checkpoint bytes")
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(torch, "save", disk_full)
+    with pytest.raises(CheckpointWriteError, match=r"ckpt.pth \(no space left on device; \d+ MiB free"):
+        atomic_save({"model": {"w": torch.zeros(2)}}, path)
+    monkeypatch.undo()
+    assert [p.name for p in tmp_path.iterdir()] == ["ckpt.pth"]  # the temporary file is gone
+    assert torch.equal(load_checkpoint(path)["model"]["w"], torch.ones(2))  # the old checkpoint is intact
 
 
 def test_training_lowers_the_loss_and_writes_outputs(synth_dir, tmp_path):
