@@ -53,7 +53,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
     coco = None
     if args.coco:
         info = {"description": "retinanet predict", "weights": args.weights, "score_thresh": args.score_thresh}
-        coco = CocoPredictions(class_names, loaded.labels_are_category_ids, info)
+        coco = CocoPredictions(class_names, loaded.category_ids, info)
     total, failed = predict_images(
         model, device, images, out, class_names, args.score_thresh, args.batch_size, not args.no_pictures, coco
     )
@@ -78,7 +78,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
                 out,
                 class_names,
                 args.score_thresh,
-                loaded.labels_are_category_ids,
+                loaded.category_ids,
                 save_video=args.save_video,
                 batch_size=args.batch_size,
             )

@@ -43,11 +43,19 @@ def atomic_save(obj, path: str | os.PathLike) -> None:
         ) from e
 
 
-def save_training_state(
-    path, model, optimizer, scheduler, scaler, it: int, cfg: Config, world: int, class_names
-) -> None:
+def label_entries(dataset) -> dict:
+    """What a checkpoint keeps of the training set's labels: the name and the dataset's category
+    id of each label, so that results files name and number classes as the dataset does."""
+    return {
+        "class_names": [str(n) for n in dataset.class_names],
+        "label_to_category_id": [int(c) for c in dataset.label_to_cat_id],
+    }
+
+
+def save_training_state(path, model, optimizer, scheduler, scaler, it: int, cfg: Config, world: int, dataset) -> None:
     """Everything a killed run needs to resume bit-exact at iteration `it`, with the resolved
-    config beside it. Collective: every process calls it (their RNG states are gathered)."""
+    config beside it and the labels of `dataset` (the training set). Collective: every process
+    calls it (their RNG states are gathered)."""
     rng = torch.get_rng_state()
     if world > 1:  # every rank's RNG, so that a resumed run draws as the interrupted one would
         rng_all = [None] * world
@@ -63,15 +71,22 @@ def save_training_state(
             "iteration": it,
             "rng": rng_all,
             "config": config_to_dict(cfg),
-            "class_names": list(class_names),
+            **label_entries(dataset),
         }
         atomic_save(state, path)
         save_config(cfg, Path(path).parent / "config.yaml")
 
 
-def save_final(path, model, cfg: Config, class_names) -> None:
-    """The trained weights with their config and class names (`model_final.pth`)."""
-    atomic_save({"model": model.state_dict(), "config": config_to_dict(cfg), "class_names": list(class_names)}, path)
+def save_final(path, model, cfg: Config, dataset) -> None:
+    """The trained weights with their config and the labels of `dataset` (`model_final.pth`)."""
+    atomic_save({"model": model.state_dict(), "config": config_to_dict(cfg), **label_entries(dataset)}, path)
 
 
-__all__ = ["CheckpointWriteError", "atomic_save", "load_checkpoint", "save_final", "save_training_state"]
+__all__ = [
+    "CheckpointWriteError",
+    "atomic_save",
+    "label_entries",
+    "load_checkpoint",
+    "save_final",
+    "save_training_state",
+]

@@ -157,7 +157,7 @@ def train(
                         it,
                         cfg,
                         world,
-                        train_ds.class_names,
+                        train_ds,
                     )
                     raise NonFiniteLossError(
                         f"{nonfinite_in_a_row} non-finite losses in a row at iteration {it}: training diverged "
@@ -210,7 +210,7 @@ def train(
                     it,
                     cfg,
                     world,
-                    train_ds.class_names,
+                    train_ds,
                 )
             if tc.eval_period and it % tc.eval_period == 0 and it < tc.max_iter and val_ds is not None:
                 m = evaluate(model, val_ds, cfg, device, writer=writer, step=it)
@@ -224,7 +224,7 @@ def train(
         metrics = evaluate(model, val_ds, cfg, device, writer=writer, step=it)
         if is_main():
             _log_eval(metrics, it, writer, metrics_file, echo=print_final)
-            save_final(out / "model_final.pth", model, cfg, train_ds.class_names)
+            save_final(out / "model_final.pth", model, cfg, train_ds)
     if is_main():
         metrics_file.close()
         writer.close()

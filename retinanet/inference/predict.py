@@ -9,8 +9,9 @@ the usual COCO tools (as ground truth for pseudo-labelling or viewing, or `loadR
      "categories": [{"id", "name"}],
      "annotations": [{"id", "image_id", "category_id", "bbox": [x, y, w, h], "area", "score", "iscrowd": 0}]}
 
-Category ids: a model of this library predicts labels 0..K-1, written as category_id = label + 1
-(COCO ids start at 1); torchvision's COCO weights predict COCO category ids, kept as they are.
+Category ids: a model of this library predicts labels 0..K-1, written as the category ids of the
+dataset it was trained on (saved in its checkpoint: {7, 1000} stay 7 and 1000, COCO's 80 classes
+keep their ids 1..90); torchvision's COCO weights predict COCO category ids, kept as they are.
 """
 
 from __future__ import annotations
@@ -79,21 +80,25 @@ def batched(items: Iterable, n: int) -> Iterator[list]:
 class CocoPredictions:
     """Accumulates detections image by image into a COCO-style dict (see the module docstring)."""
 
-    def __init__(self, class_names: Sequence[str], labels_are_category_ids: bool = False, info: Optional[dict] = None):
-        self.labels_are_ids = labels_are_category_ids
-        if labels_are_category_ids:  # torchvision's list: index = category id; "N/A" marks unused ids
-            cats = [(i, n) for i, n in enumerate(class_names) if n not in ("__background__", "N/A")]
-        else:
-            cats = [(i + 1, n) for i, n in enumerate(class_names)]
+    def __init__(
+        self, class_names: Sequence[str], category_ids: Optional[Sequence[int]] = None, info: Optional[dict] = None
+    ):
+        """category_ids: the dataset's category id of each label (`LoadedModel.category_ids`, saved
+        in every checkpoint); None: label + 1. Names "__background__" and "N/A" (torchvision's
+        unused COCO ids) are not categories."""
+        self.category_ids = [i + 1 for i in range(len(class_names))] if category_ids is None else list(category_ids)
+        if len(self.category_ids) != len(class_names):
+            raise ValueError(f"{len(class_names)} class names but {len(self.category_ids)} category ids")
+        cats = [(c, n) for c, n in zip(self.category_ids, class_names) if n not in ("__background__", "N/A")]
         self.data = {
             "info": dict(info or {}),
             "images": [],
-            "categories": [{"id": i, "name": n} for i, n in cats],
+            "categories": [{"id": int(i), "name": n} for i, n in cats],
             "annotations": [],
         }
 
     def category_id(self, label: int) -> int:
-        return int(label) if self.labels_are_ids else int(label) + 1
+        return int(self.category_ids[int(label)])
 
     def add(self, file_name: str, width: int, height: int, records: Sequence[dict], **extra) -> int:
         """One image and its detections (`detection_records` entries); returns its id."""
@@ -183,7 +188,7 @@ def predict_video(
     out: Path,
     class_names: Sequence[str],
     score_thresh: float,
-    labels_are_category_ids: bool = False,
+    category_ids: Optional[Sequence[int]] = None,
     save_video: bool = False,
     batch_size: int = 1,
 ) -> dict:
@@ -202,7 +207,7 @@ def predict_video(
         "height": source.height,
         "score_thresh": score_thresh,
     }
-    coco = CocoPredictions(class_names, labels_are_category_ids, info)
+    coco = CocoPredictions(class_names, category_ids, info)
     writer = video_writer(annotated_video_path(out, source), source) if save_video else None
     frames = detections = 0
     try:

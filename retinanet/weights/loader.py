@@ -61,6 +61,9 @@ class LoadedModel:
     # True for torchvision's COCO model, whose labels are COCO category ids (1..90), not 0..K-1.
     labels_are_category_ids: bool = False
     source: str | None = None
+    # The dataset's category id of each label (label i -> category_ids[i]), for results files:
+    # saved in checkpoints ("label_to_category_id"); label + 1 for weights that carry none.
+    category_ids: list[int] = dataclasses.field(default_factory=list)
 
 
 def load_checkpoint(path: str | os.PathLike) -> dict:
@@ -99,6 +102,18 @@ def class_names_of(ckpt: Mapping[str, Any], cfg: Config, num_classes: int) -> li
         if len(CLASSES) == num_classes:
             return list(CLASSES)
     return [f"class_{i}" for i in range(num_classes)]
+
+
+def category_ids_of(ckpt: Mapping[str, Any], num_classes: int, labels_are_ids: bool = False) -> list[int]:
+    """The category id of each label: the checkpoint's "label_to_category_id"; the label itself
+    for torchvision's COCO model; else label + 1 (COCO ids start at 1)."""
+    saved = ckpt.get("label_to_category_id")
+    if saved is not None:
+        ids = [int(i) for i in saved]
+        if len(ids) != num_classes:
+            raise WeightsError(f"the checkpoint's label_to_category_id has {len(ids)} ids for {num_classes} classes")
+        return ids
+    return list(range(num_classes)) if labels_are_ids else [i + 1 for i in range(num_classes)]
 
 
 def _read(source: str) -> dict:
@@ -197,11 +212,11 @@ def load_model(
                 f"{weights}: the weights do not fit the model {model_cfg.backbone}/{model_cfg.num_classes} "
                 f"classes: {first}"
             ) from None
-    if labels_are_ids and model_cfg.num_classes == 91:
-        class_names = coco_category_names()
-    else:
-        class_names = class_names_of(ckpt, run, model_cfg.num_classes)
-    return LoadedModel(model, run, class_names, labels_are_ids, weights if isinstance(weights, str) else None)
+    n = model_cfg.num_classes
+    class_names = coco_category_names() if labels_are_ids and n == 91 else class_names_of(ckpt, run, n)
+    category_ids = category_ids_of(ckpt, n, labels_are_ids)
+    source = weights if isinstance(weights, str) else None
+    return LoadedModel(model, run, class_names, labels_are_ids, source, category_ids)
 
 
 def get_model(name: str, weights: str | None = None, **overrides: Any) -> RetinaNet:
@@ -220,6 +235,7 @@ __all__ = [
     "LoadedModel",
     "UnknownNameError",
     "WeightsError",
+    "category_ids_of",
     "class_names_of",
     "config_from_dict",
     "get_model",

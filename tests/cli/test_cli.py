@@ -148,6 +148,29 @@ def test_predict_writes_pictures_and_json(tmp_path, capsys):
     assert "2 images" in capsys.readouterr().out
 
 
+def test_predict_coco_uses_the_datasets_category_ids(tmp_path):
+    # A model trained on category ids {7, 1000, 3}: its results carry those ids, not label + 1.
+    ckpt = _save_checkpoint(tmp_path / "tiny.pth", 3, ["cat", "dog", "owl"])
+    saved = torch.load(ckpt, weights_only=True)
+    torch.save({**saved, "label_to_category_id": [7, 1000, 3]}, ckpt)
+    Image.new("RGB", (60, 50), (200, 30, 30)).save(tmp_path / "a.png")
+    coco = tmp_path / "dets.json"
+    argv = [
+        "predict",
+        "--weights",
+        str(ckpt),
+        str(tmp_path / "a.png"),
+        "--out",
+        str(tmp_path / "p"),
+        "--coco",
+        str(coco),
+    ]
+    assert main(argv + ["--score-thresh", "0"]) == 0
+    data = json.loads(coco.read_text())
+    assert data["categories"] == [{"id": 7, "name": "cat"}, {"id": 1000, "name": "dog"}, {"id": 3, "name": "owl"}]
+    assert data["annotations"] and {a["category_id"] for a in data["annotations"]} <= {7, 1000, 3}
+
+
 def test_predict_skips_an_unreadable_image_and_finishes(tmp_path, capsys):
     ckpt = _save_checkpoint(tmp_path / "tiny.pth", 3, ["cat", "dog", "owl"])
     folder = tmp_path / "images"

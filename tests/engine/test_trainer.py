@@ -100,6 +100,9 @@ def test_training_lowers_the_loss_and_writes_outputs(synth_dir, tmp_path):
     assert len(losses) == 8
     assert min(losses[-3:]) < losses[0]
     assert (tmp_path / "config.yaml").exists() and (tmp_path / "model_final.pth").exists()
+    # the labels' category ids travel with the weights (results files use them)
+    final = load_checkpoint(tmp_path / "model_final.pth")
+    assert final["label_to_category_id"] == [1, 2, 3, 4, 5, 6] and len(final["class_names"]) == 6
     assert "AP" in result["metrics"]
     assert any((tmp_path / "tb").iterdir())
 

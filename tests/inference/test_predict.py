@@ -57,9 +57,11 @@ def test_coco_predictions_ids_and_boxes():
     assert (
         ann["category_id"] == 3 and ann["bbox"] == [1.0, 2.0, 3.0, 6.0] and ann["area"] == 18.0 and ann["image_id"] == 1
     )
-    coco_ids = CocoPredictions(["__background__", "person", "N/A", "car"], labels_are_category_ids=True)
+    coco_ids = CocoPredictions(["__background__", "person", "N/A", "car"], category_ids=[0, 1, 2, 3])
     assert coco_ids.data["categories"] == [{"id": 1, "name": "person"}, {"id": 3, "name": "car"}]
     assert coco_ids.category_id(3) == 3
+    own = CocoPredictions(["a", "b"], category_ids=[7, 1000])
+    assert own.data["categories"] == [{"id": 7, "name": "a"}, {"id": 1000, "name": "b"}] and own.category_id(1) == 1000
 
 
 def test_predict_folder_batched_with_coco_json(checkpoint, tmp_path, capsys):
