@@ -22,6 +22,7 @@ from ..model.anchors import STRIDES, AnchorGenerator
 from ..model.assignment import Matcher, pairwise_iou
 from ..model.config import ModelConfig
 from ..model.preprocess import resize_geometry
+from ..utils.paths import unique_stems
 
 
 def anchor_generator(cfg: ModelConfig) -> AnchorGenerator:
@@ -73,11 +74,10 @@ def show_images(dataset: DetectionDataset, cfg: ModelConfig, out: str | Path, in
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     generator = anchor_generator(cfg)
-    seen: dict[str, int] = {}
+    infos = [dataset.image_info(i) for i in indices]
     results = []
-    for i in indices:
+    for i, info, stem in zip(indices, infos, unique_stems([info["file_name"] for info in infos])):
         image, target = dataset[i]
-        info = dataset.image_info(i)
         m = match_anchors(target["boxes"], image.shape[1], image.shape[2], cfg, generator)
         picture = draw_anchor_matches(
             image,
@@ -89,9 +89,7 @@ def show_images(dataset: DetectionDataset, cfg: ModelConfig, out: str | Path, in
             dataset.class_names,
             cfg.fg_iou_thresh,
         )
-        stem = Path(info["file_name"]).stem
-        k = seen[stem] = seen.get(stem, 0) + 1
-        path = out / f"{stem if k == 1 else f'{stem}-{k}'}.png"
+        path = out / f"{stem}.png"
         picture.save(path)
         results.append(
             {
