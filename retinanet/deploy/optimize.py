@@ -93,20 +93,14 @@ def _norm_scale_shift(norm: nn.Module, dtype: torch.dtype) -> tuple[Tensor, Tens
     return scale, bias - mean * scale
 
 
+def _conv_args(conv: nn.Conv2d) -> dict:
+    """The constructor arguments of a conv of `conv`'s geometry (bias and device left out)."""
+    names = ("in_channels", "out_channels", "kernel_size", "stride", "padding", "dilation", "groups", "padding_mode")
+    return {name: getattr(conv, name) for name in names}
+
+
 def _folded_conv(conv: nn.Conv2d, norm: nn.Module) -> nn.Conv2d:
-    fused = nn.Conv2d(
-        conv.in_channels,
-        conv.out_channels,
-        conv.kernel_size,
-        stride=conv.stride,
-        padding=conv.padding,
-        dilation=conv.dilation,
-        groups=conv.groups,
-        bias=True,
-        padding_mode=conv.padding_mode,
-        device=conv.weight.device,
-        dtype=conv.weight.dtype,
-    )
+    fused = nn.Conv2d(**_conv_args(conv), bias=True, device=conv.weight.device, dtype=conv.weight.dtype)
     with torch.no_grad():
         # float64: the folded weights are rounded once, not after each of the products.
         scale, shift = _norm_scale_shift(norm, torch.float64)
@@ -154,18 +148,7 @@ class FrozenBNConv2d(nn.Conv2d):
     """
 
     def __init__(self, conv: nn.Conv2d, norm: _AbsorbedNorm):
-        super().__init__(
-            conv.in_channels,
-            conv.out_channels,
-            conv.kernel_size,
-            stride=conv.stride,
-            padding=conv.padding,
-            dilation=conv.dilation,
-            groups=conv.groups,
-            bias=conv.bias is not None,
-            padding_mode=conv.padding_mode,
-            device="meta",
-        )
+        super().__init__(**_conv_args(conv), bias=conv.bias is not None, device="meta")
         self.weight = conv.weight
         self.bias = conv.bias
         # Not a submodule: the norm stays registered where it was (its state-dict keys).

@@ -121,6 +121,10 @@ def train(
     metrics_file = open(out / "metrics.jsonl", "a") if is_main() else None
 
     end_iter = tc.max_iter if stop_after is None else min(tc.max_iter, start_iter + stop_after)
+
+    def checkpoint(iteration: int) -> None:
+        save_training_state(last, model, optimizer, scheduler, scaler, iteration, cfg, world, train_ds)
+
     amp = autocast(tc.amp, device)
     nonfinite_in_a_row = skipped = 0
     model.train()
@@ -148,17 +152,7 @@ def train(
                     losses["box"].item(),
                 )
                 if nonfinite_in_a_row >= tc.max_nonfinite:
-                    save_training_state(
-                        out / "last_checkpoint.pth",
-                        model,
-                        optimizer,
-                        scheduler,
-                        scaler,
-                        it,
-                        cfg,
-                        world,
-                        train_ds,
-                    )
+                    checkpoint(it)
                     raise NonFiniteLossError(
                         f"{nonfinite_in_a_row} non-finite losses in a row at iteration {it}: training diverged "
                         f"(lr {scheduler.get_last_lr()[0]:.4g}); lower train.base_lr, raise train.warmup_iters or set "
@@ -201,17 +195,7 @@ def train(
                     for k in ("loss", "cls", "box", "lr"):
                         writer.add_scalar(f"train/{k}", record[k], it)
             if it % tc.checkpoint_period == 0 or it == end_iter:
-                save_training_state(
-                    out / "last_checkpoint.pth",
-                    model,
-                    optimizer,
-                    scheduler,
-                    scaler,
-                    it,
-                    cfg,
-                    world,
-                    train_ds,
-                )
+                checkpoint(it)
             if tc.eval_period and it % tc.eval_period == 0 and it < tc.max_iter and val_ds is not None:
                 m = evaluate(model, val_ds, cfg, device, writer=writer, step=it)
                 if is_main():
