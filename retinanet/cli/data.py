@@ -96,7 +96,8 @@ def cmd_data_show(args: argparse.Namespace) -> int:
 
 
 def cmd_analyze_anchors(args: argparse.Namespace) -> int:
-    from ..diagnostics.anchors import coverage_report, format_report, plot_report, public
+    from ..diagnostics.anchor_report import format_report, plot_report, public
+    from ..diagnostics.anchors import coverage_report
 
     cfg = _analysis_config(args)
     dataset = _analysis_dataset(args)

@@ -226,7 +226,8 @@ def test_cli_analyze_anchors_writes_plot_and_json(tmp_path, capsys):
 def test_class_imbalance_counts_anchors_and_pairs():
     from torchvision.ops import box_iou
 
-    from retinanet.diagnostics.anchors import class_imbalance, format_imbalance
+    from retinanet.diagnostics.anchor_report import format_imbalance
+    from retinanet.diagnostics.anchors import class_imbalance
     from retinanet.model.anchors import AnchorGenerator
 
     ds = _dataset([EXACT, [EXACT[0]]])
