@@ -86,6 +86,10 @@ class DataConfig:
     # users ask for this). The paper's Detectron code and torchvision's reference scripts drop
     # them: set false to do the same. Evaluation always keeps every image.
     keep_empty: bool = True
+    # Decode every image once before training and evaluation: a truncated or empty file, or one
+    # whose size disagrees with its annotation, is found then (an error, or a counted skip with
+    # on_bad=skip) instead of by a data-loading worker mid-run.
+    verify_images: bool = False
     num_workers: int = 2
     aspect_ratio_grouping: bool = True  # batch landscape with landscape images (Detectron)
     hflip_prob: float = 0.5  # horizontal flip, the paper's only augmentation (§4)

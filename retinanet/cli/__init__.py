@@ -31,7 +31,7 @@ from typing import Optional, Sequence
 from .. import __version__
 from ..config import ConfigError
 from ..data.common import DatasetError
-from ..engine.checkpoint import CheckpointWriteError
+from ..engine.checkpoint import CheckpointWriteError, ResumeError
 from . import data, experiment, predict, train
 from .common import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_USAGE, FMT, CliError, wrap
 
@@ -90,7 +90,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         return args.func(args)
     except ConfigError as e:
         print(f"config error: {e}", file=sys.stderr)
-    except (CliError, DatasetError, FileNotFoundError, FileExistsError) as e:
+    except (CliError, DatasetError, ResumeError, FileNotFoundError, FileExistsError) as e:
         print(f"error: {e}", file=sys.stderr)
     except CheckpointWriteError as e:  # a run that stopped: its last checkpoint is kept
         print(f"error: {e}", file=sys.stderr)

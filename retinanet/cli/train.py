@@ -28,7 +28,7 @@ from .common import (
 DEMO_IMAGES = 4
 
 
-def _train(cfg: Config, source: str, resume: bool, print_final: bool = True) -> Optional[dict]:
+def _train(cfg: Config, source: str, resume: bool, print_final: bool = True, overwrite: bool = False) -> Optional[dict]:
     """Print the config, check the data paths and train; None (after one line on stderr) when
     training stopped on non-finite losses. print_final False: the caller prints the final AP."""
     from ..engine import NonFiniteLossError, train
@@ -36,7 +36,7 @@ def _train(cfg: Config, source: str, resume: bool, print_final: bool = True) -> 
     print_config(cfg, source)
     check_data_paths(cfg, train=True)
     try:
-        return train(cfg, resume=resume, print_final=print_final)
+        return train(cfg, resume=resume, print_final=print_final, overwrite=overwrite)
     except NonFiniteLossError as e:
         print(f"error: {e}", file=sys.stderr)
         return None
@@ -47,7 +47,7 @@ def cmd_train(args: argparse.Namespace) -> int:
 
     config, overrides = split_positionals(args.args, args.config)
     cfg, source = resolve_config(config, overrides)
-    result = _train(cfg, source, args.resume)
+    result = _train(cfg, source, args.resume, overwrite=args.overwrite)
     if result is None:
         return EXIT_FAILED
     if is_main():
@@ -78,7 +78,11 @@ def cmd_eval(args: argparse.Namespace) -> int:
     model = loaded.model
     print_config(cfg, source)
     check_data_paths(cfg, train=False)
-    _, val_ds = build_datasets(cfg, train=False)
+    # The checkpoint's class list is the run's: the dataset must have it (or takes it, VOC / CSV).
+    saved_names = ckpt.get("class_names")
+    if not (isinstance(saved_names, list) and len(saved_names) == model.num_classes):
+        saved_names = None
+    _, val_ds = build_datasets(cfg, train=False, class_names=saved_names)
     if val_ds is None:
         raise CliError(f"no validation set: set data.val_path (data.kind={cfg.data.kind})")
     if model.num_classes != val_ds.num_classes:
@@ -114,7 +118,8 @@ def cmd_demo(args: argparse.Namespace) -> int:
         cfg = apply_overrides(cfg, {"data.train_path": str(root)})
         print(f"synthetic dataset: {root}")
     # (b) train
-    result = _train(cfg, source, args.resume, print_final=False)
+    # The demo starts afresh each time (--resume continues an interrupted one).
+    result = _train(cfg, source, args.resume, print_final=False, overwrite=not args.resume)
     if result is None:
         return EXIT_FAILED
     out = Path(cfg.output_dir)
@@ -148,10 +153,11 @@ def add_parsers(sub) -> None:
         "train",
         help="train a model from a config",
         formatter_class=FMT,
-        usage="retinanet train [-h] [--resume] [CONFIG | --config CONFIG] [KEY=VALUE ...]",
+        usage="retinanet train [-h] [--resume | --overwrite] [CONFIG | --config CONFIG] [KEY=VALUE ...]",
         description=wrap(
             "Train RetinaNet. Checkpoints, config.yaml, metrics.jsonl, TensorBoard logs and "
-            "model_final.pth go to output_dir; the COCO AP table is printed at the end."
+            "model_final.pth go to output_dir; the COCO AP table is printed at the end. An output_dir that "
+            "holds another run is refused: continue it with --resume or start again with --overwrite."
         ),
         epilog="examples:\n"
         "  retinanet train                                     # configs/synth/retinanet_r18_synth.yaml\n"
@@ -172,6 +178,9 @@ def add_parsers(sub) -> None:
     )
     p.add_argument("--config", metavar="CONFIG", help="the YAML file, as an option (same as the positional CONFIG)")
     p.add_argument("--resume", action="store_true", help="continue from output_dir/last_checkpoint.pth")
+    p.add_argument(
+        "--overwrite", action="store_true", help="start again in an output_dir that holds a run (its files are removed)"
+    )
     p.set_defaults(func=cmd_train, takes_overrides=True)
 
     p = sub.add_parser(

@@ -88,7 +88,8 @@ def build_dataset(
       csv: the annotations CSV.
     split: coco folder: see above; voc devkit: the ImageSets/Main list (default "trainval").
     images_dir: coco only; default `infer_coco_images_dir`. class_map: csv only.
-    class_names / year / use_difficult: voc only.
+    class_names: voc and csv: the class list (label = index) instead of the one the files make.
+    year / use_difficult: voc only.
     on_bad: "error" (raise at the first bad entry, naming file and entry) or "skip" (drop it,
       warn once per kind, count in `dataset.skipped`). keep_empty: keep images without boxes.
     verify_images: decode every image once at construction.
@@ -124,8 +125,8 @@ def build_dataset(
         return VocDetection(
             path, split or "trainval", year=year, class_names=class_names, use_difficult=use_difficult, **common
         )
-    reject(split=split, images_dir=images_dir, class_names=class_names, year=year, use_difficult=use_difficult)
-    return CsvDetection(path, class_map, **common)
+    reject(split=split, images_dir=images_dir, year=year, use_difficult=use_difficult)
+    return CsvDetection(path, class_map, class_names=class_names, **common)
 
 
 def synthetic_root(path: str | None) -> Path:
@@ -139,9 +140,15 @@ def synthetic_root(path: str | None) -> Path:
     return Path(ensure_synthetic(given or default_synth_dir()))
 
 
-def build_datasets(cfg: "Config", train: bool = True):
+def build_datasets(cfg: "Config", train: bool = True, class_names: Optional[Sequence[str]] = None):
     """(train dataset or None, val dataset) from cfg.data; "synth" generates the built-in
-    synthetic dataset on first use."""
+    synthetic dataset on first use.
+
+    One class list per run: the training set's (or `class_names`, the model's, when evaluating
+    without one). VOC and CSV splits without a class map take it, so that a box of a class the
+    training set does not have is an unknown-class entry (an error naming the file and class, or
+    a counted skip with data.on_bad=skip); datasets with their own list (COCO categories, a class
+    map) must have the same one, in the same order, or it is an error naming both lists."""
     d = cfg.data
     if d.kind == "synth":
         root = synthetic_root(d.train_path)
@@ -154,13 +161,16 @@ def build_datasets(cfg: "Config", train: bool = True):
     else:
         kind, train_path, val_path = d.kind, d.train_path, d.val_path
         train_images, val_images = d.train_images_dir, d.val_images_dir
-    common = dict(class_map=d.class_map, on_bad=d.on_bad)
+    common = dict(class_map=d.class_map, on_bad=d.on_bad, verify_images=d.verify_images)
+    takes_names = kind in ("voc", "csv") and d.class_map is None
     train_ds = None
     if train:
         if train_path is None:
             raise ValueError("data.train_path is not set")
         flip = [RandomHorizontalFlip(d.hflip_prob)] if d.hflip_prob > 0 else []
         extra = {"split": d.train_split} if kind == "voc" else {}
+        if takes_names and class_names is not None:
+            extra["class_names"] = class_names
         train_ds = build_dataset(
             kind,
             train_path,
@@ -170,8 +180,28 @@ def build_datasets(cfg: "Config", train: bool = True):
             **extra,
             **common,
         )
+        _check_class_list(train_ds, class_names, "the model")
+        class_names = train_ds.class_names
     val_ds = None
     if val_path is not None:
         extra = {"split": d.val_split} if kind == "voc" else {}
+        if takes_names and class_names is not None:
+            extra["class_names"] = class_names
         val_ds = build_dataset(kind, val_path, images_dir=val_images, keep_empty=True, **extra, **common)
+        _check_class_list(val_ds, class_names, "the training set" if train else "the model")
     return train_ds, val_ds
+
+
+def _check_class_list(dataset: DetectionDataset, names: Optional[Sequence[str]], whose: str) -> None:
+    """A DatasetError naming both lists when `dataset`'s classes are not `names` in order."""
+    if names is None or list(dataset.class_names) == [str(n) for n in names]:
+        return
+
+    def show(items) -> str:
+        items = [str(n) for n in items]
+        return "[" + ", ".join(items[:12]) + (f", ... ({len(items)} in all)" if len(items) > 12 else "") + "]"
+
+    raise DatasetError(
+        f"{dataset.source} has the classes {show(dataset.class_names)} but {whose} has {show(names)}: "
+        "labels would mean other classes; use the same class list (e.g. data.class_map for CSV) in every split"
+    )

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import csv
 from pathlib import Path
-from typing import Callable, Optional
+from typing import Callable, Optional, Sequence
 
 import numpy as np
 
@@ -86,7 +86,8 @@ class CsvDetection(DetectionDataset):
     """A keras-retinanet style CSV dataset; see the module docstring for the format.
 
     ann_file: the annotations CSV. class_map: the `class_name,id` CSV, or None to take the
-    sorted class names of the annotations. on_bad / keep_empty / verify_images: see
+    sorted class names of the annotations, or `class_names` when given (label = index, as
+    another split's list: rows of other classes are unknown-class entries). on_bad / keep_empty / verify_images: see
     `CocoDetection`. Errors read like "annotations.csv line 17: x2 (10.0) <= x1 (30.0) for
     image 'a.jpg'" (file name, line, then the full path where useful).
     """
@@ -98,6 +99,7 @@ class CsvDetection(DetectionDataset):
         ann_file: str | Path,
         class_map: Optional[str | Path] = None,
         *,
+        class_names: Optional[Sequence[str]] = None,
         transforms: Optional[Callable] = None,
         on_bad: str = "error",
         keep_empty: bool = True,
@@ -137,7 +139,12 @@ class CsvDetection(DetectionDataset):
                 entries.append((line, coords, cells[4]))
 
         if self.class_map is not None:
+            if class_names is not None:
+                raise TypeError("CsvDetection takes class_map or class_names, not both")
             class_names, label_to_cat_id = read_class_map(self.class_map)
+        elif class_names is not None:  # another split's list (the run's): rows of other classes are bad
+            class_names = [str(c) for c in class_names]
+            label_to_cat_id = list(range(len(class_names)))
         else:
             class_names = sorted({e[2] for entries in images.values() for e in entries})
             if not class_names:

@@ -15,7 +15,7 @@ from collections.abc import Sequence
 import torch
 from torch.utils.data import Dataset, Sampler
 
-from .common import DatasetError
+from .common import LOGGER, DatasetError
 
 
 def aspect_groups(aspect_ratios: Sequence[float]) -> list[int]:
@@ -75,15 +75,35 @@ class TrainingBatches(Sampler[list[int]]):
 class SeededSamples(Dataset):
     """Wraps a dataset so that the random transforms of stream position (index + epoch·size)
     draw from a generator seeded by that position: the same augmentation on resume, whatever
-    the worker that loads it."""
+    the worker that loads it.
 
-    def __init__(self, dataset: Dataset, seed: int):
-        self.dataset, self.seed = dataset, seed
+    A sample that fails to load (a file truncated or replaced since the dataset was read) is,
+    with `on_bad="skip"`, replaced by the next position that loads: the same replacement on
+    every run and resume, marked `target["replaced"] = 1` so that the trainer counts it. With
+    "error" the DatasetError naming the file is raised."""
+
+    def __init__(self, dataset: Dataset, seed: int, on_bad: str = "error"):
+        self.dataset, self.seed, self.on_bad = dataset, seed, on_bad
 
     def __len__(self):
         return len(self.dataset)
 
-    def __getitem__(self, i: int):
+    def _load(self, i: int):
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(self.seed * 7_919 + i)
             return self.dataset[i % len(self.dataset)]
+
+    def __getitem__(self, i: int):
+        try:
+            return self._load(i)
+        except DatasetError as first:
+            if self.on_bad != "skip":
+                raise
+            LOGGER.warning("skipped at training time, replaced by the next image: %s", first)
+            for k in range(1, len(self.dataset)):
+                try:
+                    image, target = self._load(i + k)
+                except DatasetError:
+                    continue
+                return image, {**target, "replaced": 1}
+            raise DatasetError(f"no image of {len(self.dataset)} could be loaded; the first: {first}") from None

@@ -2,7 +2,7 @@
 COCO's metrics (metrics), checkpoints (checkpoint) and torch.distributed's process group
 (distributed)."""
 
-from .checkpoint import CheckpointWriteError, atomic_save, load_checkpoint, save_final, save_training_state
+from .checkpoint import CheckpointWriteError, ResumeError, atomic_save, load_checkpoint, save_final, save_training_state
 from .distributed import init_distributed, is_main, resolve_device, unwrap
 from .evaluate import EVAL_EXAMPLES, autocast, evaluate
 from .metrics import CocoEvaluator, format_ap_table, format_per_class_table
@@ -13,6 +13,7 @@ __all__ = [
     "CheckpointWriteError",
     "CocoEvaluator",
     "NonFiniteLossError",
+    "ResumeError",
     "atomic_save",
     "autocast",
     "evaluate",

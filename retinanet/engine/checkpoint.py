@@ -7,7 +7,9 @@ other weights file, is `retinanet.weights.load_checkpoint` / `load_model`.
 
 from __future__ import annotations
 
+import dataclasses
 import errno
+import logging
 import os
 import shutil
 from pathlib import Path
@@ -15,10 +17,12 @@ from pathlib import Path
 import torch
 import torch.distributed as dist
 
-from ..config import Config, config_to_dict, save_config
+from ..config import Config, config_to_dict, save_config, scaled_lr
 from ..utils.io import atomic_open
-from ..weights.loader import load_checkpoint
+from ..weights.loader import config_from_dict, load_checkpoint
 from .distributed import is_main
+
+log = logging.getLogger("retinanet.engine")
 
 
 class CheckpointWriteError(OSError):
@@ -77,16 +81,93 @@ def save_training_state(path, model, optimizer, scheduler, scaler, it: int, cfg:
         save_config(cfg, Path(path).parent / "config.yaml")
 
 
+# Settings a resumed run may change: they are applied from the resume's iteration on (the LR
+# schedule is recomputed from the new values). Any other train.* change is refused: batch_size
+# and the run's seed decide which images each iteration sees, amp the scaler's state.
+RESUMABLE_TRAIN_KEYS = (
+    "base_lr",
+    "base_batch_size",
+    "momentum",
+    "weight_decay",
+    "max_iter",
+    "lr_steps",
+    "lr_gamma",
+    "warmup_iters",
+    "warmup_factor",
+    "clip_grad_norm",
+    "checkpoint_period",
+    "eval_period",
+    "log_period",
+    "max_nonfinite",
+    "device",
+    "deterministic",
+)
+
+
+class ResumeError(ValueError):
+    """A checkpoint that a run cannot resume from (corrupt, weights only, another model or data
+    stream); the message names the file and what to do instead."""
+
+
+def restore_training_state(path, model, optimizer, scheduler, scaler, cfg: Config, rank: int) -> int:
+    """Load a `save_training_state` checkpoint into the training objects; returns its iteration.
+
+    train.* settings changed since the checkpoint are applied when they are in
+    RESUMABLE_TRAIN_KEYS (and logged), refused otherwise; a model of another shape is refused.
+    The scheduler's state holds the base LRs it started with, so a changed base_lr is written
+    back into it: the LR from here on is the new base LR times the schedule's factor."""
+    try:
+        ckpt = load_checkpoint(path)
+    except ValueError as e:  # corrupt, truncated, not ours
+        raise ResumeError(f"{e}; delete it to start again, or use another output_dir") from None
+    saved = ckpt.get("config")
+    if not isinstance(saved, dict) or not all(k in ckpt for k in ("optimizer", "scheduler", "scaler", "iteration")):
+        raise ResumeError(f"{path}: not a training checkpoint (weights only?): start a new run instead of --resume")
+    old_cfg = config_from_dict(saved)
+    old = old_cfg.train
+    changed = {f"train.{f.name}": (getattr(old, f.name), getattr(cfg.train, f.name)) for f in dataclasses.fields(old)}
+    changed["seed"] = (old_cfg.seed, cfg.seed)
+    changed = {k: v for k, v in changed.items() if v[0] != v[1]}
+    refused = sorted(set(changed) - {f"train.{k}" for k in RESUMABLE_TRAIN_KEYS})
+    if refused:
+        what = ", ".join(f"{k} {changed[k][0]} -> {changed[k][1]}" for k in refused)
+        raise ResumeError(f"{path}: cannot resume with {what}: start a new run (another output_dir) instead")
+    try:
+        model.load_state_dict(ckpt["model"])
+    except RuntimeError as e:
+        first = " ".join(str(e).strip().splitlines()[:2])[:300]
+        raise ResumeError(
+            f"{path} holds a model of another shape than the config's ({first}): use another output_dir"
+        ) from None
+    optimizer.load_state_dict(ckpt["optimizer"])
+    scheduler.load_state_dict(ckpt["scheduler"])
+    scaler.load_state_dict(ckpt["scaler"])
+    it = int(ckpt["iteration"])
+    lr = scaled_lr(cfg.train)
+    scheduler.base_lrs = [lr for _ in optimizer.param_groups]
+    for group, factor in zip(optimizer.param_groups, (fn(it) for fn in scheduler.lr_lambdas)):
+        group.update(initial_lr=lr, lr=lr * factor, momentum=cfg.train.momentum, weight_decay=cfg.train.weight_decay)
+    scheduler._last_lr = [g["lr"] for g in optimizer.param_groups]
+    if changed and is_main():
+        log.info("resumed with changed %s", ", ".join(f"{k} {a} -> {b}" for k, (a, b) in changed.items()))
+    rng = ckpt["rng"]
+    torch.set_rng_state(rng[rank] if rank < len(rng) else rng[0])
+    return it
+
+
 def save_final(path, model, cfg: Config, dataset) -> None:
     """The trained weights with their config and the labels of `dataset` (`model_final.pth`)."""
     atomic_save({"model": model.state_dict(), "config": config_to_dict(cfg), **label_entries(dataset)}, path)
 
 
 __all__ = [
+    "RESUMABLE_TRAIN_KEYS",
     "CheckpointWriteError",
+    "ResumeError",
     "atomic_save",
     "label_entries",
     "load_checkpoint",
+    "restore_training_state",
     "save_final",
     "save_training_state",
 ]

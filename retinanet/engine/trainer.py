@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import logging
 import math
+import shutil
 import time
 import warnings
 from dataclasses import replace
@@ -21,10 +22,10 @@ from tqdm import tqdm
 
 from ..config import Config, save_config, scaled_lr
 from ..data.build import build_datasets
-from ..data.common import collate_fn
+from ..data.common import DatasetError, collate_fn
 from ..data.samplers import SeededSamples, TrainingBatches, aspect_groups
 from ..model.build import build_model
-from .checkpoint import load_checkpoint, save_final, save_training_state
+from .checkpoint import restore_training_state, save_final, save_training_state
 from .distributed import init_distributed, is_main, resolve_device
 from .evaluate import autocast, evaluate
 from .metrics import format_ap_table
@@ -45,11 +46,40 @@ class NonFiniteLossError(RuntimeError):
     pass
 
 
+# What a run leaves in its output_dir: a new run there would overwrite or append to these.
+RUN_FILES = ("last_checkpoint.pth", "model_final.pth", "metrics.jsonl", "tb")
+
+
+def check_output_dir(out: Path, resume: bool, overwrite: bool) -> None:
+    """Refuse to start a run in a folder that holds another one (its checkpoint would be
+    overwritten and its metrics log appended to), unless resuming it or told to overwrite it;
+    with `overwrite`, the old run's files are removed first (by the main process)."""
+    existing = [name for name in RUN_FILES if (out / name).exists()]
+    if not existing or resume:
+        return
+    if not overwrite:
+        raise FileExistsError(
+            f"{out} holds a run ({', '.join(existing)}): continue it with --resume, train into another "
+            "output_dir=..., or pass --overwrite to start it again"
+        )
+    if is_main():
+        log.warning("--overwrite: removing the previous run's %s in %s", ", ".join(existing), out)
+        for name in existing:
+            path = out / name
+            shutil.rmtree(path) if path.is_dir() else path.unlink()
+
+
 def train(
-    cfg: Config, resume: bool = False, stop_after: int | None = None, on_step=None, print_final: bool = True
+    cfg: Config,
+    resume: bool = False,
+    stop_after: int | None = None,
+    on_step=None,
+    print_final: bool = True,
+    overwrite: bool = False,
 ) -> dict:
     """Train `cfg` to cfg.train.max_iter, with checkpoints, logs and evaluation under
-    cfg.output_dir. `resume` continues from output_dir/last_checkpoint. `stop_after` ends the
+    cfg.output_dir. `resume` continues from output_dir/last_checkpoint; a folder holding another
+    run is refused unless `overwrite` (see `check_output_dir`). `stop_after` ends the
     run (checkpointed) after that many iterations of this call (for tests and time budgets).
     `on_step(iteration, model)` is called after every optimizer step. `print_final` False: the
     final AP table is logged but not printed (the caller prints its own, e.g. the demo).
@@ -58,6 +88,7 @@ def train(
     tc = cfg.train
     device = resolve_device(tc.device, local_rank)
     out = Path(cfg.output_dir)
+    check_output_dir(out, resume, overwrite)
     if is_main():
         out.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(cfg.seed + rank)
@@ -85,13 +116,7 @@ def train(
     start_iter = 0
     last = out / "last_checkpoint.pth"
     if resume and last.exists():
-        ckpt = load_checkpoint(last)
-        model.load_state_dict(ckpt["model"])
-        optimizer.load_state_dict(ckpt["optimizer"])
-        scheduler.load_state_dict(ckpt["scheduler"])
-        scaler.load_state_dict(ckpt["scaler"])
-        start_iter = int(ckpt["iteration"])
-        torch.set_rng_state(ckpt["rng"][rank] if rank < len(ckpt["rng"]) else ckpt["rng"][0])
+        start_iter = restore_training_state(last, model, optimizer, scheduler, scaler, cfg, rank)
         log.info("resumed from %s at iteration %d", last, start_iter)
     elif resume:
         log.warning("--resume: no checkpoint at %s, starting from scratch", last)
@@ -105,7 +130,7 @@ def train(
     groups = aspect_groups(train_ds.aspect_ratios()) if cfg.data.aspect_ratio_grouping else [0] * len(train_ds)
     batches = TrainingBatches(groups, per_rank, cfg.seed, start=start_iter, rank=rank, world=world)
     loader = DataLoader(
-        SeededSamples(train_ds, cfg.seed),
+        SeededSamples(train_ds, cfg.seed, cfg.data.on_bad),
         batch_sampler=batches,
         num_workers=cfg.data.num_workers,
         collate_fn=collate_fn,
@@ -126,7 +151,7 @@ def train(
         save_training_state(last, model, optimizer, scheduler, scaler, iteration, cfg, world, train_ds)
 
     amp = autocast(tc.amp, device)
-    nonfinite_in_a_row = skipped = 0
+    nonfinite_in_a_row = skipped = replaced = 0
     model.train()
     bar = tqdm(total=tc.max_iter, initial=start_iter, desc="train", disable=not is_main(), dynamic_ncols=True)
     data_iter = iter(loader)
@@ -134,7 +159,11 @@ def train(
     it = start_iter
     try:
         while it < end_iter:
-            images, targets = next(data_iter)
+            try:
+                images, targets = next(data_iter)
+            except DatasetError as e:  # from a worker: its message carries the worker's traceback
+                raise DatasetError(worker_error_message(e)) from None
+            replaced += sum(int(t.pop("replaced", 0)) for t in targets)
             images = [im.to(device, non_blocking=True) for im in images]
             targets = [{k: v.to(device) if torch.is_tensor(v) else v for k, v in t.items()} for t in targets]
             with amp:
@@ -186,6 +215,7 @@ def train(
                     "box": losses["box"].item(),
                     "lr": scheduler.get_last_lr()[0],
                     "skipped": skipped,
+                    "replaced": replaced,
                     "time": time.perf_counter() - t0,
                 }
                 bar.set_postfix(loss=f"{record['loss']:.3f}", lr=f"{record['lr']:.2g}")
@@ -212,7 +242,19 @@ def train(
     if is_main():
         metrics_file.close()
         writer.close()
-    return {"iteration": it, "metrics": metrics, "skipped": skipped, "output_dir": str(out)}
+    if replaced and is_main():
+        log.warning("%d training samples could not be loaded and were replaced by the next image", replaced)
+    return {"iteration": it, "metrics": metrics, "skipped": skipped, "replaced": replaced, "output_dir": str(out)}
+
+
+def worker_error_message(e: Exception) -> str:
+    """The original one-line message of an exception re-raised from a DataLoader worker (whose
+    message is "Caught X in DataLoader worker process N. Original Traceback ...: message")."""
+    text = str(e).strip()
+    if "Original Traceback" not in text:
+        return text
+    last = text.splitlines()[-1]
+    return last.split(": ", 1)[1] if ": " in last else last
 
 
 def _tensorboard(out: Path):

@@ -152,6 +152,11 @@ def config_hash(cfg: Config) -> str:
     # Evaluation details that do not change the trained model or its AP.
     tree.get("train", {}).pop("log_period", None)
     tree.get("data", {}).pop("num_workers", None)
+    # Options added after runs were cached, hashed only when set: at their default they change
+    # nothing, and the cached runs keep their hashes.
+    for section, key, default in (("data", "verify_images", False),):
+        if tree.get(section, {}).get(key, default) == default:
+            tree.get(section, {}).pop(key, None)
     blob = json.dumps(tree, sort_keys=True, separators=(",", ":"))
     return hashlib.sha256(blob.encode()).hexdigest()[:12]
 

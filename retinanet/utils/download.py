@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import os
+import pickle
 from urllib.parse import urlparse
 
 import torch
@@ -49,9 +50,15 @@ def read_weights_file(path: str | os.PathLike, what: str = "weights file"):
         raise FileNotFoundError(f"{what} not found: {path}")
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:
+    except pickle.UnpicklingError as e:  # torch's message suggests weights_only=False: never here
         raise ValueError(
-            f"{path}: not a readable {what}, possibly truncated or corrupt ({type(e).__name__}: {e})"
+            f"{path}: not a readable {what}: not a PyTorch file, truncated or corrupt, or holding objects other than "
+            "tensors and plain containers (which are never loaded: loading must not execute code)"
+        ) from e
+    except Exception as e:
+        first = str(e).strip().splitlines()[0][:200] if str(e).strip() else ""
+        raise ValueError(
+            f"{path}: not a readable {what}, possibly truncated or corrupt ({type(e).__name__}: {first})"
         ) from e
 
 

@@ -274,6 +274,16 @@ def test_eval_rejects_a_checkpoint_for_other_classes(synth, tmp_path, capsys):
     assert "3 classes" in err and "6" in err
 
 
+def test_eval_rejects_a_checkpoint_whose_class_names_differ(synth, tmp_path, capsys):
+    # The same number of classes in another order: every AP would be reported under a wrong name.
+    names = ["square", "circle", "triangle", "ring", "cross", "star"]
+    ckpt = _save_checkpoint(tmp_path / "tiny6.pth", 6, names)
+    assert main(["eval", "--weights", str(ckpt), f"data.train_path={synth}", "data.num_workers=0"]) == 2
+    err = capsys.readouterr().err
+    assert "instances_val.json has the classes [circle, square, triangle, ring, cross, star]" in err
+    assert "but the model has [square, circle, triangle, ring, cross, star]" in err and "Traceback" not in err
+
+
 # ------------------------------------------------------------------ demo
 def test_demo_end_to_end_tiny(synth, tmp_path, monkeypatch, capsys):
     monkeypatch.setenv("RETINANET_NO_COMPILE", "1")  # the eager focal loss: no compile time in a 1-step run

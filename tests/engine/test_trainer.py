@@ -12,8 +12,17 @@ import pytest
 import torch
 
 from retinanet.config import load_config
+from retinanet.data import DatasetError
 from retinanet.data.synth import generate_synthetic
-from retinanet.engine import CheckpointWriteError, NonFiniteLossError, atomic_save, load_checkpoint, lr_factor, train
+from retinanet.engine import (
+    CheckpointWriteError,
+    NonFiniteLossError,
+    ResumeError,
+    atomic_save,
+    load_checkpoint,
+    lr_factor,
+    train,
+)
 
 TINY = [
     "model.backbone=resnet18",
@@ -128,6 +137,57 @@ def test_nonfinite_losses_are_skipped_then_stop_the_run(synth_dir, tmp_path):
     assert calls["n"] == 3
     ckpt = load_checkpoint(tmp_path / "last_checkpoint.pth")
     assert ckpt["iteration"] == 2
+
+
+def test_a_second_run_into_a_run_folder_is_refused_unless_resumed_or_overwritten(synth_dir, tmp_path):
+    import json
+
+    cfg = _cfg(synth_dir, tmp_path, "train.max_iter=2", "train.lr_steps=[1]", "train.eval_period=0")
+    train(cfg, stop_after=1)
+    before = (tmp_path / "last_checkpoint.pth").read_bytes()
+    with pytest.raises(FileExistsError, match=r"holds a run \(last_checkpoint.pth, metrics.jsonl, tb\).*--resume"):
+        train(cfg)
+    assert (tmp_path / "last_checkpoint.pth").read_bytes() == before  # untouched
+    assert train(cfg, resume=True)["iteration"] == 2
+    train(cfg, overwrite=True, stop_after=1)
+    iters = [json.loads(line)["iter"] for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    assert iters == [1] and not (tmp_path / "model_final.pth").exists()  # the old run's files are gone
+
+
+def test_resume_applies_a_changed_learning_rate_and_refuses_a_changed_data_stream(synth_dir, tmp_path):
+    import json
+
+    # batch 4 of base 16: LR = base_lr / 4; the step at iteration 3 divides it by 10.
+    base = ["train.max_iter=4", "train.lr_steps=[3]", "train.warmup_iters=0", "train.log_period=1"]
+    train(_cfg(synth_dir, tmp_path, *base, "train.base_lr=0.01"), stop_after=2)
+    with pytest.raises(ResumeError, match=r"cannot resume with train.batch_size 4 -> 2"):
+        train(_cfg(synth_dir, tmp_path, *base, "train.base_lr=0.01", "train.batch_size=2"), resume=True)
+    train(_cfg(synth_dir, tmp_path, *base, "train.base_lr=0.001"), resume=True)  # lowered after a divergence
+    lrs = [json.loads(line)["lr"] for line in (tmp_path / "metrics.jsonl").read_text().splitlines() if '"lr"' in line]
+    assert lrs == pytest.approx([0.0025, 0.0025, 0.000025, 0.000025])
+    (tmp_path / "last_checkpoint.pth").write_bytes(b"garbage")
+    with pytest.raises(ResumeError, match=r"last_checkpoint.pth: not a readable checkpoint.*delete it"):
+        train(_cfg(synth_dir, tmp_path, *base), resume=True)
+
+
+def test_an_image_failing_at_training_time_is_replaced_with_skip_and_named_with_error(synth_dir, tmp_path):
+    import shutil
+
+    data = tmp_path / "data"
+    shutil.copytree(synth_dir, data)
+    bad = sorted((data / "train").glob("*.jpg"))[0]
+    bad.write_bytes(bad.read_bytes()[:200])  # truncated after annotation: found only when a worker loads it
+    # 12 images, batches of 4: 3 iterations are one epoch, so every image is loaded once.
+    base = ["train.max_iter=3", "train.lr_steps=[2]", "train.eval_period=0"]
+    result = train(_cfg(data, tmp_path / "skip", *base, "data.on_bad=skip"))
+    assert result["iteration"] == 3 and result["replaced"] == 1
+    # With on_bad=error: one line naming the file, not a worker's traceback (num_workers=1).
+    with pytest.raises(DatasetError) as e:
+        train(_cfg(data, tmp_path / "error", *base, "data.num_workers=1"))
+    assert bad.name in str(e.value) and "\n" not in str(e.value) and "Traceback" not in str(e.value)
+    # data.verify_images finds it before training: a counted skip, nothing replaced later.
+    result = train(_cfg(data, tmp_path / "verified", *base, "data.on_bad=skip", "data.verify_images=true"))
+    assert result["replaced"] == 0
 
 
 RUNNER = textwrap.dedent(
