@@ -121,7 +121,15 @@ def add_model_source_options(p: argparse.ArgumentParser) -> None:
 
 
 def dataset_options(q: argparse.ArgumentParser) -> None:
-    """The dataset options of `data show` and `analyze anchors` (as `data check`), and --config."""
+    """DATASET, the KEY=VALUE overrides, the dataset options (as `data check`) and --config of
+    `data show` and `analyze anchors`."""
+    q.add_argument("dataset", metavar="DATASET", help="a COCO .json or folder, a VOC folder, or a CSV annotations file")
+    q.add_argument(
+        "args",
+        nargs="*",
+        metavar="KEY=VALUE",
+        help="config overrides; a bare model option means model.<option> (anchor_sizes=[16,32,64,128,256])",
+    )
     q.add_argument(
         "--config", metavar="CONFIG", help="the YAML config whose model options apply (default: the paper's defaults)"
     )

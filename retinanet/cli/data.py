@@ -278,13 +278,6 @@ def add_parsers(sub) -> None:
         "      anchor_sizes=[16,32,64,128,256]\n"
         "  retinanet data show VOCdevkit/VOC2007 --split test --index 0 --index 7 --out show/",
     )
-    q.add_argument("dataset", metavar="DATASET", help="a COCO .json or folder, a VOC folder, or a CSV annotations file")
-    q.add_argument(
-        "args",
-        nargs="*",
-        metavar="KEY=VALUE",
-        help="config overrides; a bare model option means model.<option> (anchor_sizes=[16,32,64,128,256])",
-    )
     q.add_argument("--out", required=True, metavar="DIR", help="the folder of the pictures (created)")
     q.add_argument("--num", type=int, default=8, metavar="N", help="the first N images with boxes (default 8)")
     q.add_argument("--index", type=int, action="append", metavar="I", help="draw image I (0-based; repeatable) instead")
@@ -321,13 +314,6 @@ def add_parsers(sub) -> None:
         "  retinanet analyze anchors data/synth --config configs/synth/retinanet_r18_synth.yaml --out coverage.png\n"
         "  retinanet analyze anchors coco/annotations/instances_train2017.json --json coverage.json\n"
         "  retinanet analyze anchors data/synth model.min_size=320 model.max_size=320 anchor_sizes=[16,32,64,128,256]",
-    )
-    q.add_argument("dataset", metavar="DATASET", help="a COCO .json or folder, a VOC folder, or a CSV annotations file")
-    q.add_argument(
-        "args",
-        nargs="*",
-        metavar="KEY=VALUE",
-        help="config overrides; a bare model option means model.<option> (anchor_sizes=[16,32,64,128,256])",
     )
     q.add_argument("--out", default="anchor_coverage.png", metavar="PNG", help="the plot (default anchor_coverage.png)")
     q.add_argument("--json", metavar="FILE", help="also write the report as JSON")

@@ -16,6 +16,7 @@ from dataclasses import replace
 from pathlib import Path
 
 import torch
+import torch.distributed as dist
 from torch import nn
 from torch.utils.data import DataLoader
 from tqdm import tqdm
@@ -169,8 +170,10 @@ def train(
             with amp:
                 losses = ddp_model(images, targets)
             loss = losses["cls"] + losses["box"]
-            if not torch.isfinite(loss):
-                # Skip the step (no update), keep going; many in a row means divergence.
+            if not all_finite(loss, world):
+                # Skip the step (no update), keep going; many in a row means divergence. Every
+                # process decides alike: one skipping its backward alone would leave the others
+                # waiting in the gradient all-reduce.
                 nonfinite_in_a_row += 1
                 skipped += 1
                 optimizer.zero_grad(set_to_none=True)
@@ -245,6 +248,14 @@ def train(
     if replaced and is_main():
         log.warning("%d training samples could not be loaded and were replaced by the next image", replaced)
     return {"iteration": it, "metrics": metrics, "skipped": skipped, "replaced": replaced, "output_dir": str(out)}
+
+
+def all_finite(loss: torch.Tensor, world: int) -> bool:
+    """Whether the loss is finite on every process (a MIN all-reduce of the flag under DDP)."""
+    finite = torch.isfinite(loss.detach()).to(torch.float32).reshape(1)
+    if world > 1:
+        dist.all_reduce(finite, op=dist.ReduceOp.MIN)
+    return bool(finite.item())
 
 
 def worker_error_message(e: Exception) -> str:

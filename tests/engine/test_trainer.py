@@ -281,6 +281,62 @@ def test_ddp_two_processes_match_single_process(synth_dir, tmp_path):
     assert (r0[-1] - r0[0]).abs().max().item() > 1e-4  # and the parameters did move
 
 
+DDP_POISONED = textwrap.dedent(
+    """
+    import os, sys
+    from retinanet.config import load_config
+    from retinanet.engine import NonFiniteLossError, train
+    from retinanet.model.retinanet import RetinaNet
+
+    mode, rank, calls = sys.argv[1], int(os.environ["RANK"]), [0]
+    forward = RetinaNet.forward
+
+    def poisoned(self, images, targets=None):
+        out = forward(self, images, targets)
+        if targets is not None:
+            calls[0] += 1
+            if rank == 1 and (mode == "always" or calls[0] == 2):  # a NaN loss on one process only
+                out = {k: v * float("nan") for k, v in out.items()}
+        return out
+
+    RetinaNet.forward = poisoned
+    try:
+        result = train(load_config(None, sys.argv[2:]))
+        print("finished", rank, result["iteration"], result["skipped"], flush=True)
+    except NonFiniteLossError:
+        print("stopped", rank, flush=True)
+        sys.exit(3)
+    """
+)
+
+
+@pytest.mark.parametrize("mode", ["once", "always"])
+def test_ddp_non_finite_loss_on_one_process_skips_or_stops_on_all(synth_dir, tmp_path, mode):
+    # Before: the poisoned process skipped its backward alone and the other waited in the gradient
+    # all-reduce until the timeout. Now both skip the step (once) or both stop with a checkpoint.
+    script = tmp_path / "worker.py"
+    script.write_text(DDP_POISONED)
+    args = TINY + [
+        f"data.train_path={synth_dir}",
+        "train.max_iter=3",
+        "train.max_nonfinite=2",
+        f"output_dir={tmp_path}",
+    ]
+    port = 29541 if mode == "once" else 29542
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", f"--master_port={port}", str(script)]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    start = time.time()
+    proc = subprocess.run(cmd + [mode] + args, env=env, timeout=120, capture_output=True, text=True)
+    assert time.time() - start < 60, "the job hung"
+    lines = sorted(line for line in proc.stdout.splitlines() if line.startswith(("finished", "stopped")))
+    if mode == "once":
+        assert proc.returncode == 0, proc.stderr[-2000:]
+        assert lines == ["finished 0 3 1", "finished 1 3 1"]  # the same step skipped on both
+    else:
+        assert proc.returncode != 0 and lines == ["stopped 0", "stopped 1"], proc.stderr[-2000:]
+        assert load_checkpoint(tmp_path / "last_checkpoint.pth")["iteration"] == 1
+
+
 def _write_voc_and_csv(synth_dir, tmp_path):
     """The tiny synthetic dataset re-written as a plain folder of VOC XML files beside their
     images, and as a keras-retinanet CSV with a class map."""
