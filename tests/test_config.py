@@ -327,3 +327,21 @@ def test_synth_config():
     assert (m.min_size, m.max_size, m.size_divisor) == (320, 320, 32)
     assert cfg.data.kind == "synth" and cfg.train.batch_size == 8
     assert cfg.train.max_iter > max(cfg.train.lr_steps)
+
+
+@pytest.mark.parametrize(
+    "override, words",
+    [
+        ("model.min_size=0", "model.min_size=0: expected >= 1"),
+        ("model.size_divisor=0", "model.size_divisor=0: expected >= 1"),
+        ("model.fpn_channels=-8", "model.fpn_channels=-8: expected >= 1"),
+        ("model.head_convs=-1", "model.head_convs=-1: expected >= 0"),
+        ("model.nms_thresh=1.5", "model.nms_thresh=1.5: expected 0..1"),
+        ("model.score_thresh=.nan", "model.score_thresh=nan: expected 0..1"),
+        ("model.aspect_ratios=[0,1]", "model.aspect_ratios=[0.0, 1.0]: expected positive ratios"),
+    ],
+)
+def test_model_values_that_cannot_work_are_config_errors(override, words):
+    # Before, these were accepted and failed deep inside the model (or, NaN, silently kept nothing).
+    with pytest.raises(ConfigError, match=re.escape(words)):
+        load_config(None, [override])

@@ -26,7 +26,7 @@ import torch
 from torch import Tensor
 from tqdm import tqdm
 
-from ..data.common import IMAGE_SUFFIXES, LOGGER, DatasetError, load_image
+from ..data.common import IMAGE_SUFFIXES, LOGGER, DatasetError, exif_orientation, load_image
 from ..utils.io import atomic_write
 from ..utils.paths import unique_stems
 from ..utils.visualize import draw_detections, save_grid
@@ -150,8 +150,9 @@ def predict_images(
     pictures: bool = True,
     coco: Optional[CocoPredictions] = None,
 ) -> tuple[int, list[str]]:
-    """Detect objects in image files, `batch_size` at a time: OUT/<stem>.json with {image, width,
-    height, detections: `detection_records`} and, with `pictures`, OUT/<stem>.png with the boxes,
+    """Detect objects in image files, `batch_size` at a time, each turned as its EXIF orientation
+    says (as viewers show it; the JSON then records "exif_orientation"): OUT/<stem>.json with
+    {image, width, height, detections: `detection_records`} and, with `pictures`, OUT/<stem>.png with the boxes,
     class names and scores drawn (repeated stems get -2, -3, ...); every image is also added to
     `coco` when given. A file that cannot be read is skipped and named (a warning), and the rest
     go on. Returns (the number of detections, the messages of the skipped files)."""
@@ -161,7 +162,8 @@ def predict_images(
         readable, loaded = [], []
         for path, stem in chunk:
             try:
-                loaded.append(load_image(path))
+                # As viewers show the photo: boxes in the frame the user sees (EXIF orientation).
+                loaded.append(load_image(path, apply_exif_orientation=True))
                 readable.append((path, stem))
             except DatasetError as e:  # truncated, empty, not an image, vanished since the listing
                 failed.append(str(e))
@@ -173,6 +175,9 @@ def predict_images(
             if pictures:
                 draw_records(image, records, class_names).save(out / f"{stem}.png")
             result = {"image": str(path), "width": int(width), "height": int(height), "detections": records}
+            orientation = exif_orientation(path)
+            if orientation != 1:  # the stored pixels are turned: width, height and boxes are the turned image's
+                result["exif_orientation"] = orientation
             (out / f"{stem}.json").write_text(json.dumps(result, indent=1))
             if coco is not None:
                 coco.add(str(path), width, height, records)

@@ -158,6 +158,25 @@ class ModelConfig:
             raise ValueError(f"model.focal_gamma={self.focal_gamma}: expected >= 0")
         if self.norm == "gn" and self.pretrained_backbone:
             raise ValueError("ImageNet backbone weights are for BatchNorm: use norm=frozen_bn or bn")
+        positive = ("fpn_channels", "min_size", "max_size", "size_divisor", "scales_per_octave")
+        positive += ("topk_candidates", "detections_per_img")
+        for name in positive:
+            if getattr(self, name) < 1:
+                raise ValueError(f"model.{name}={getattr(self, name)}: expected >= 1")
+        if self.head_convs < 0:
+            raise ValueError(f"model.head_convs={self.head_convs}: expected >= 0")
+        if any(s < 1 for s in self.train_min_sizes):
+            raise ValueError(f"model.train_min_sizes={list(self.train_min_sizes)}: expected sizes >= 1")
+        if not self.aspect_ratios or any(not r > 0 for r in self.aspect_ratios):
+            raise ValueError(f"model.aspect_ratios={list(self.aspect_ratios)}: expected positive ratios")
+        if any(not s > 0 for s in self.anchor_sizes):
+            raise ValueError(f"model.anchor_sizes={list(self.anchor_sizes)}: expected positive sizes")
+        # `not 0 <= x <= 1` is also true for NaN, which would silently keep or drop everything.
+        for name in ("score_thresh", "nms_thresh", "fg_iou_thresh", "bg_iou_thresh"):
+            if not 0.0 <= getattr(self, name) <= 1.0:
+                raise ValueError(f"model.{name}={getattr(self, name)}: expected 0..1")
+        if not self.smooth_l1_beta >= 0:
+            raise ValueError(f"model.smooth_l1_beta={self.smooth_l1_beta}: expected >= 0")
 
     def replace(self, **overrides) -> "ModelConfig":
         """A copy with `overrides` applied; unknown names are an error."""

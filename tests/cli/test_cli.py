@@ -188,6 +188,46 @@ def test_predict_skips_an_unreadable_image_and_finishes(tmp_path, capsys):
     assert [Path(im["file_name"]).name for im in json.loads(coco.read_text())["images"]] == ["a.png", "c.png"]
 
 
+def test_predict_turns_photos_as_their_exif_orientation_says(tmp_path):
+    # Stored 60x40 with orientation 6 (rotate 90° clockwise to view): viewers show it 40x60, and
+    # that is the frame the boxes must be in.
+    ckpt = _save_checkpoint(tmp_path / "tiny.pth", 3, ["cat", "dog", "owl"])
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    Image.new("RGB", (60, 40), (200, 30, 30)).save(tmp_path / "photo.jpg", exif=exif)
+    out = tmp_path / "pred"
+    assert (
+        main(["predict", "--weights", str(ckpt), str(tmp_path / "photo.jpg"), "--out", str(out), "--score-thresh", "0"])
+        == 0
+    )
+    result = json.loads((out / "photo.json").read_text())
+    assert (result["width"], result["height"], result["exif_orientation"]) == (40, 60, 6)
+    assert Image.open(out / "photo.png").size == (40, 60)
+    assert result["detections"] and all(
+        d["box"][2] <= 40 + 1e-2 and d["box"][3] <= 60 + 1e-2 for d in result["detections"]
+    )
+
+
+def test_predict_and_export_a_bare_state_dict_with_model_name(tmp_path):
+    # `predict --help`'s example `--weights state_dict.pth --model NAME`: a bare state dict (no
+    # saved config) gets its architecture from the variant, its class count from the weights.
+    torch.manual_seed(0)
+    from retinanet import get_model
+
+    state = get_model("retinanet_r18_fpn", num_classes=3, min_size=96, max_size=128).state_dict()
+    torch.save(state, tmp_path / "state_dict.pth")
+    Image.new("RGB", (60, 40), (20, 120, 200)).save(tmp_path / "a.jpg")
+    weights = ["--weights", str(tmp_path / "state_dict.pth"), "--model", "retinanet_r18_fpn"]
+    assert (
+        main(["predict", *weights, str(tmp_path / "a.jpg"), "--out", str(tmp_path / "p"), "--score-thresh", "0"]) == 0
+    )
+    dets = json.loads((tmp_path / "p" / "a.json").read_text())["detections"]
+    assert dets and {d["label"] for d in dets} <= {0, 1, 2}
+    out = tmp_path / "model.pt"
+    assert main(["export", *weights, "--format", "torchscript", "--out", str(out), "--no-verify"]) == 0
+    assert out.stat().st_size > 1_000_000
+
+
 def test_predict_torchvision_coco_names_classes_by_coco_category(tmp_path, monkeypatch):
     # No download: torchvision's COCO model with random weights stands in for the published
     # file (91 outputs; the labels are COCO category ids).
