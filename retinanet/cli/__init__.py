@@ -92,6 +92,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         print(f"config error: {e}", file=sys.stderr)
     except (CliError, DatasetError, ResumeError, FileNotFoundError, FileExistsError) as e:
         print(f"error: {e}", file=sys.stderr)
+    except (PermissionError, NotADirectoryError, IsADirectoryError) as e:  # an output path that cannot be written
+        print(f"error: {e}", file=sys.stderr)
     except CheckpointWriteError as e:  # a run that stopped: its last checkpoint is kept
         print(f"error: {e}", file=sys.stderr)
         return EXIT_FAILED

@@ -87,7 +87,8 @@ def build_dataset(
       voc: the VOC<year> folder, VOCdevkit (+ `year`), or a folder of .xml files;
       csv: the annotations CSV.
     split: coco folder: see above; voc devkit: the ImageSets/Main list (default "trainval").
-    images_dir: coco only; default `infer_coco_images_dir`. class_map: csv only.
+    images_dir: coco: default `infer_coco_images_dir`; csv: the folder relative image paths resolve
+    against (default the CSV's folder). class_map: csv only.
     class_names: voc and csv: the class list (label = index) instead of the one the files make.
     year / use_difficult: voc only.
     on_bad: "error" (raise at the first bad entry, naming file and entry) or "skip" (drop it,
@@ -125,8 +126,8 @@ def build_dataset(
         return VocDetection(
             path, split or "trainval", year=year, class_names=class_names, use_difficult=use_difficult, **common
         )
-    reject(split=split, images_dir=images_dir, year=year, use_difficult=use_difficult)
-    return CsvDetection(path, class_map, class_names=class_names, **common)
+    reject(split=split, year=year, use_difficult=use_difficult)
+    return CsvDetection(path, class_map, class_names=class_names, images_dir=images_dir, **common)
 
 
 def synthetic_root(path: str | None) -> Path:

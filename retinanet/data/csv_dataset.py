@@ -100,6 +100,7 @@ class CsvDetection(DetectionDataset):
         class_map: Optional[str | Path] = None,
         *,
         class_names: Optional[Sequence[str]] = None,
+        images_dir: Optional[str | Path] = None,
         transforms: Optional[Callable] = None,
         on_bad: str = "error",
         keep_empty: bool = True,
@@ -107,7 +108,10 @@ class CsvDetection(DetectionDataset):
     ):
         self.ann_file = require_exists(Path(ann_file), "CSV annotation file")
         self.class_map = Path(class_map) if class_map is not None else None
-        src, base = self.ann_file.name, self.ann_file.parent
+        src = self.ann_file.name
+        # Relative image paths resolve against images_dir (data.train_images_dir / val_images_dir),
+        # by default the CSV's own folder.
+        base = require_exists(Path(images_dir), "CSV image folder") if images_dir is not None else self.ann_file.parent
         policy = BadInputPolicy(on_bad, str(self.ann_file))
 
         # Pass 1: parse the rows (syntax only).

@@ -35,7 +35,7 @@ class TrainingBatches(Sampler[list[int]]):
     """
 
     def __init__(self, groups: list[int], batch_size: int, seed: int, start: int = 0, rank: int = 0, world: int = 1):
-        self.groups = torch.tensor(groups)
+        self.groups = torch.tensor(groups, dtype=torch.int64).reshape(-1)  # int64 even when empty
         self.batch_size, self.seed, self.start, self.rank, self.world = batch_size, seed, start, rank, world
         counts = torch.bincount(self.groups, minlength=2)
         self.per_epoch = int(sum(c // (batch_size * world) for c in counts.tolist()))
