@@ -421,3 +421,13 @@ def require_exists(path: Path, what: str) -> Path:
     if not path.exists():
         raise MissingFileError(f"{what} not found: {path}")
     return path
+
+
+def worker_error_message(e: Exception) -> str:
+    """The original one-line message of an exception re-raised from a DataLoader worker (whose
+    message is "Caught X in DataLoader worker process N. Original Traceback ...: message")."""
+    text = str(e).strip()
+    if "Original Traceback" not in text:
+        return text
+    last = text.splitlines()[-1]
+    return last.split(": ", 1)[1] if ": " in last else last

@@ -12,7 +12,7 @@ from torch.utils.data import DataLoader, Subset
 from tqdm import tqdm
 
 from ..config import Config
-from ..data.common import collate_fn
+from ..data.common import DatasetError, collate_fn, worker_error_message
 from .distributed import is_main, rank_and_world, unwrap
 from .metrics import CocoEvaluator
 
@@ -64,7 +64,14 @@ def evaluate(
     evaluator = CocoEvaluator(dataset.coco_gt(), dataset.label_to_cat_id, backend=cfg.eval.backend)
     amp = autocast(cfg.train.amp, device)
     examples = []
-    for images, targets in tqdm(loader, desc="eval", disable=not is_main(), leave=False):
+    batches = iter(tqdm(loader, desc="eval", disable=not is_main(), leave=False))
+    while True:
+        try:
+            images, targets = next(batches)
+        except StopIteration:
+            break
+        except DatasetError as e:  # from a worker: its message carries the worker's traceback
+            raise DatasetError(worker_error_message(e)) from None
         with amp:
             dets = net([im.to(device) for im in images])
         dets = [{k: v.float().cpu() for k, v in d.items()} for d in dets]

@@ -23,7 +23,7 @@ from tqdm import tqdm
 
 from ..config import Config, save_config, scaled_lr
 from ..data.build import build_datasets
-from ..data.common import DatasetError, collate_fn
+from ..data.common import DatasetError, collate_fn, worker_error_message
 from ..data.samplers import SeededSamples, TrainingBatches, aspect_groups
 from ..model.build import build_model
 from .checkpoint import restore_training_state, save_final, save_training_state
@@ -256,16 +256,6 @@ def all_finite(loss: torch.Tensor, world: int) -> bool:
     if world > 1:
         dist.all_reduce(finite, op=dist.ReduceOp.MIN)
     return bool(finite.item())
-
-
-def worker_error_message(e: Exception) -> str:
-    """The original one-line message of an exception re-raised from a DataLoader worker (whose
-    message is "Caught X in DataLoader worker process N. Original Traceback ...: message")."""
-    text = str(e).strip()
-    if "Original Traceback" not in text:
-        return text
-    last = text.splitlines()[-1]
-    return last.split(": ", 1)[1] if ": " in last else last
 
 
 def _tensorboard(out: Path):

@@ -28,7 +28,7 @@ from typing import Any
 
 import torch
 
-from ..config import Config, apply_overrides, flatten, load_config
+from ..config import Config, ConfigError, apply_overrides, flatten, load_config
 from ..model.build import build_model
 from ..model.config import ModelConfig
 from ..model.retinanet import RetinaNet
@@ -120,10 +120,36 @@ def _read(source: str) -> dict:
     """{"model": state dict, ...} from a checkpoint or a bare state dict at `source`."""
     obj = read_weights_file(local_file(source), "checkpoint")
     if isinstance(obj, dict) and isinstance(obj.get("model"), dict):
-        return obj
+        return check_entries(obj, source)
     if isinstance(obj, dict) and obj and all(torch.is_tensor(v) for v in obj.values()):
         return {"model": obj}
     raise WeightsError(f"{source}: not a retinanet checkpoint or state dict (found {type(obj).__name__})")
+
+
+def check_entries(ckpt: dict, source: str = "the checkpoint") -> dict:
+    """`ckpt` when its optional entries have their types (a WeightsError naming the entry, not a
+    crash later): "config" a mapping, "class_names" a list of strings, "label_to_category_id" a
+    list of integers."""
+    expected = {
+        "config": (lambda v: isinstance(v, Mapping), "a mapping of config sections"),
+        "class_names": (
+            lambda v: isinstance(v, (list, tuple)) and all(isinstance(n, str) for n in v),
+            "a list of names",
+        ),
+        "label_to_category_id": (
+            lambda v: isinstance(v, (list, tuple)) and all(isinstance(i, int) and not isinstance(i, bool) for i in v),
+            "a list of integer ids",
+        ),
+    }
+    for key, (ok, what) in expected.items():
+        if ckpt.get(key) is not None and not ok(ckpt[key]):
+            raise WeightsError(f"{source}: its '{key}' entry is not {what} (found {type(ckpt[key]).__name__})")
+    if ckpt.get("config") is not None:
+        try:
+            config_from_dict(ckpt["config"])
+        except ConfigError as e:
+            raise WeightsError(f"{source}: its saved config is not valid: {e}") from None
+    return ckpt
 
 
 def _published(weights: str, name: str | None) -> str | None:
@@ -171,7 +197,7 @@ def load_model(
         state = convert_torchvision_state_dict(state)
         labels_are_ids = True
     else:
-        ckpt = _read(weights) if isinstance(weights, str) else dict(weights)
+        ckpt = _read(weights) if isinstance(weights, str) else check_entries(dict(weights))
         state = ckpt["model"]
         if is_torchvision_state_dict(state):
             model_cfg = torchvision_model_config(state)

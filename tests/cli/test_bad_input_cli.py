@@ -31,7 +31,11 @@ def files(tmp_path: Path) -> dict[str, str]:
     run = tmp_path / "run"
     run.mkdir()
     torch.save({"model": {}}, run / "last_checkpoint.pth")
-    return {"images": str(images), "csv": str(csv), "empty": str(empty), "corrupt": str(corrupt), "run": str(run)}
+    weights = {"backbone.conv1.weight": torch.zeros(1)}
+    torch.save({"model": weights, "class_names": 5}, tmp_path / "bad_names.pth")
+    torch.save({"model": weights, "config": {"model": {"backbone": "resnet7"}}}, tmp_path / "bad_config.pth")
+    paths = {"images": images, "csv": csv, "empty": empty, "corrupt": corrupt, "run": run}
+    return {k: str(v) for k, v in paths.items()}
 
 
 CASES = [
@@ -55,6 +59,10 @@ CASES = [
     (["export", "--weights", "{corrupt}", "--format", "onnx", "--out", "{tmp}/m.onnx"], "corrupt.pth"),
     (["predict", "--weights", "{corrupt}", "--model", "retinanet_r7_fpn", "{images}", "--out", "{tmp}/o"], "r7"),
     (["data", "check", "{tmp}/nothing.json"], "nothing.json"),
+    # checkpoint entries of the wrong type (before: a crash deep in the loader)
+    (["predict", "--weights", "{tmp}/bad_names.pth", "{images}", "--out", "{tmp}/o"], "'class_names' entry"),
+    (["predict", "--weights", "{tmp}/bad_config.pth", "{images}", "--out", "{tmp}/o"], "saved config is not valid"),
+    (["eval", "--weights", "{tmp}/bad_config.pth"], "saved config is not valid"),
 ]
 
 
