@@ -46,9 +46,21 @@ def resolve_device(name: str, local_rank: int = 0) -> torch.device:
     local rank's GPU; anything else as torch.device reads it."""
     if name == "auto":
         return torch.device(f"cuda:{local_rank}" if torch.cuda.is_available() else "cpu")
-    if name == "cuda" and dist.is_initialized():
-        return torch.device(f"cuda:{local_rank}")
-    return torch.device(name)
+    try:
+        device = torch.device(f"cuda:{local_rank}" if name == "cuda" and dist.is_initialized() else name)
+    except RuntimeError as e:  # "gpu", "cuda:x", ...
+        raise DeviceError(f"device {name!r}: {str(e).splitlines()[0]}; expected auto, cpu, cuda or cuda:N") from None
+    if device.type == "cuda":
+        count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        if count == 0:
+            raise DeviceError(f"device {name!r}: no CUDA GPU is available here; use cpu or auto")
+        if device.index is not None and device.index >= count:
+            raise DeviceError(f"device {name!r}: this machine has {count} CUDA GPU(s), cuda:0..cuda:{count - 1}")
+    return device
+
+
+class DeviceError(ValueError):
+    """A device that this machine does not have; the message says which ones it has."""
 
 
 def unwrap(model: nn.Module) -> nn.Module:
@@ -56,4 +68,4 @@ def unwrap(model: nn.Module) -> nn.Module:
     return model.module if isinstance(model, nn.parallel.DistributedDataParallel) else model
 
 
-__all__ = ["init_distributed", "is_main", "rank_and_world", "resolve_device", "unwrap"]
+__all__ = ["DeviceError", "init_distributed", "is_main", "rank_and_world", "resolve_device", "unwrap"]

@@ -59,6 +59,7 @@ CASES = [
     (["export", "--weights", "{corrupt}", "--format", "onnx", "--out", "{tmp}/m.onnx"], "corrupt.pth"),
     (["predict", "--weights", "{corrupt}", "--model", "retinanet_r7_fpn", "{images}", "--out", "{tmp}/o"], "r7"),
     (["data", "check", "{tmp}/nothing.json"], "nothing.json"),
+    (["train", "-", "train.device=gpu", "output_dir={tmp}/o"], "device 'gpu'"),
     # checkpoint entries of the wrong type (before: a crash deep in the loader)
     (["predict", "--weights", "{tmp}/bad_names.pth", "{images}", "--out", "{tmp}/o"], "'class_names' entry"),
     (["predict", "--weights", "{tmp}/bad_config.pth", "{images}", "--out", "{tmp}/o"], "saved config is not valid"),
