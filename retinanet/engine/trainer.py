@@ -237,11 +237,13 @@ def train(
         bar.close()
 
     metrics = {}
-    if it >= tc.max_iter and val_ds is not None:
-        metrics = evaluate(model, val_ds, cfg, device, writer=writer, step=it)
-        if is_main():
-            _log_eval(metrics, it, writer, metrics_file, echo=print_final)
+    if it >= tc.max_iter:
+        if is_main():  # before the final evaluation: a failing evaluation loses no trained weights
             save_final(out / "model_final.pth", model, cfg, train_ds)
+        if val_ds is not None:
+            metrics = evaluate(model, val_ds, cfg, device, writer=writer, step=it)
+            if is_main():
+                _log_eval(metrics, it, writer, metrics_file, echo=print_final)
     if is_main():
         metrics_file.close()
         writer.close()

@@ -85,3 +85,5 @@ def test_csv_images_dir_is_honoured(files, tmp_path, capsys):
     csv.write_text(Path(files["csv"]).read_text().replace("images/", ""))
     argv = ["train", "-", "data.kind=csv", f"data.train_path={csv}", f"data.train_images_dir={files['images']}"]
     assert main(argv + TINY + [f"output_dir={tmp_path / 'out'}"]) == 0, capsys.readouterr().err
+    # no validation set: the trained weights are written all the same (before: only after an evaluation)
+    assert (tmp_path / "out" / "model_final.pth").is_file()
