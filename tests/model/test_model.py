@@ -64,10 +64,17 @@ def test_batch_tensor_and_uint8_input():
     torch.manual_seed(0)
     model = _tiny(score_thresh=0.0).eval()
     x = torch.rand(2, 3, 128, 128)
+    as_uint8 = (x[0] * 255).round().to(torch.uint8)
     with torch.no_grad():
         a = model(x)
-        b = model([(x[0] * 255).round().to(torch.uint8), x[1]])
-    assert torch.allclose(a[1]["scores"], b[1]["scores"])
+        b = model([as_uint8, x[1]])
+        c = model([as_uint8.float() / 255, x[1]])  # what the uint8 image must mean: k / 255
+    assert torch.allclose(a[1]["scores"], b[1]["scores"])  # a batch tensor is a list of its images
+    # The uint8 image itself: the same detections as its float image k / 255 (without the / 255
+    # every pixel would be 255x too bright and nothing would match).
+    assert len(b[0]["scores"]) > 0
+    assert torch.equal(b[0]["labels"], c[0]["labels"])
+    assert torch.allclose(b[0]["scores"], c[0]["scores"]) and torch.allclose(b[0]["boxes"], c[0]["boxes"])
 
 
 @pytest.mark.parametrize("name", ["retinanet_r18_fpn", "retinanet_r50_fpn"])
