@@ -60,3 +60,44 @@ def test_training_loss_parity(tv_model):
     got = ours(images, targets)
     torch.testing.assert_close(got["cls"], expected["classification"], rtol=1e-4, atol=0)
     torch.testing.assert_close(got["box"], expected["bbox_regression"], rtol=1e-4, atol=0)
+
+
+@pytest.mark.slow
+def test_inference_parity_at_torchvisions_default_thresholds(tv_model):
+    # score_thresh 0.05, nms 0.5, 1000 candidates per level, 300 detections: the threshold branch
+    # of the post-processing, which score_thresh=0 never takes.
+    tv = tv_model.eval()
+    tv.score_thresh = 0.05
+    ours = from_torchvision(tv.state_dict()).eval()
+    assert ours.score_thresh == tv.score_thresh == 0.05
+    torch.manual_seed(3)
+    images = [torch.rand(3, 280, 350), torch.rand(3, 360, 300)]
+    with torch.no_grad():
+        expected = tv(images)
+        got = ours(images)
+    for a, b in zip(expected, got):
+        assert len(a["boxes"]) > 0 and a["scores"].min() >= 0.05
+        assert_same_detections(a, b)
+
+
+@pytest.mark.slow
+def test_training_loss_parity_on_a_batch_with_an_empty_image(tv_model):
+    # Three images with 3, 1 and 0 boxes: torchvision normalizes each image's loss by its own
+    # foreground anchors and averages over images (loss_normalizer="image"), which a single
+    # image cannot tell from normalizing by the batch's foreground anchors.
+    tv = tv_model.train()
+    ours = from_torchvision(tv.state_dict()).train()
+    torch.manual_seed(4)
+    images = [torch.rand(3, 320, 427), torch.rand(3, 300, 300), torch.rand(3, 256, 320)]
+    targets = [
+        {
+            "boxes": torch.tensor([[20.0, 30, 200, 220], [150, 100, 410, 300], [5, 5, 30, 25]]),
+            "labels": torch.tensor([1, 17, 60]),
+        },
+        {"boxes": torch.tensor([[40.0, 50, 120, 260]]), "labels": torch.tensor([3])},
+        {"boxes": torch.zeros(0, 4), "labels": torch.zeros(0, dtype=torch.int64)},
+    ]
+    expected = tv(images, targets)
+    got = ours(images, targets)
+    torch.testing.assert_close(got["cls"], expected["classification"], rtol=1e-4, atol=0)
+    torch.testing.assert_close(got["box"], expected["bbox_regression"], rtol=1e-4, atol=0)
