@@ -324,6 +324,19 @@ def test_eval_rejects_a_checkpoint_whose_class_names_differ(synth, tmp_path, cap
     assert "but the model has [square, circle, triangle, ring, cross, star]" in err and "Traceback" not in err
 
 
+def test_train_and_resume_through_the_cli(synth, tmp_path, capsys):
+    out = tmp_path / "run"
+    tiny = ["model.backbone=resnet18", "model.min_size=64", "model.max_size=64", "train.batch_size=2"]
+    tiny += ["train.lr_steps=[]", "train.warmup_iters=0", "data.num_workers=0", f"data.train_path={synth}"]
+    argv = ["train", str(REPO / "configs/synth/retinanet_r18_synth.yaml"), *tiny, f"output_dir={out}"]
+    assert main(argv + ["train.max_iter=1"]) == 0
+    assert "trained to iteration 1" in capsys.readouterr().out
+    assert main(argv + ["train.max_iter=2", "--resume"]) == 0  # a longer schedule, continued
+    assert "trained to iteration 2" in capsys.readouterr().out
+    assert torch.load(out / "last_checkpoint.pth", weights_only=True)["iteration"] == 2
+    assert (out / "model_final.pth").is_file()
+
+
 # ------------------------------------------------------------------ demo
 def test_demo_end_to_end_tiny(synth, tmp_path, monkeypatch, capsys):
     monkeypatch.setenv("RETINANET_NO_COMPILE", "1")  # the eager focal loss: no compile time in a 1-step run

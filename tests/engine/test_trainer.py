@@ -190,6 +190,36 @@ def test_an_image_failing_at_training_time_is_replaced_with_skip_and_named_with_
     assert result["replaced"] == 0
 
 
+def test_clip_grad_norm_bounds_the_update_and_eval_period_evaluates_mid_run(synth_dir, tmp_path):
+    import json
+
+    base = ["train.max_iter=2", "train.lr_steps=[]", "train.warmup_iters=0", "train.base_lr=0.04"]
+
+    def moved(out, *extra):
+        start = {}
+        train(_cfg(synth_dir, out, *base, *extra), on_step=lambda it, m: start.setdefault("p", _params(m)))
+        end = _params(build_and_load(out / "model_final.pth"))
+        return (end - start["p"]).abs().max().item()
+
+    free = moved(tmp_path / "free")
+    # A gradient norm clipped to 1e-6: the second SGD step (LR 0.01) moves a weight by <= ~1e-8.
+    clipped = moved(tmp_path / "clipped", "train.clip_grad_norm=1e-6", "train.momentum=0", "train.weight_decay=0")
+    assert clipped < 1e-6 < free
+    train(_cfg(synth_dir, tmp_path / "evals", *base, "train.eval_period=1"))
+    evals = [
+        json.loads(line)["eval"]["iter"]
+        for line in (tmp_path / "evals" / "metrics.jsonl").read_text().splitlines()
+        if '"eval"' in line
+    ]
+    assert evals == [1, 2]  # iteration 1 (the period) and the final one
+
+
+def build_and_load(path):
+    from retinanet import load_model
+
+    return load_model(str(path)).model
+
+
 RUNNER = textwrap.dedent(
     """
     import sys
