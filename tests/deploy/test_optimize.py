@@ -176,8 +176,24 @@ def test_bf16_mode_matches_most_detections(tv_state, images):
     # best detections per image matched (83-92 % over seeds and list lengths, and the same with
     # bf16 autocast of the plain model: the precision, not this implementation); fp16 100 %.
     agreement = _low_precision_agreement(tv_state, images, torch.bfloat16)
-    assert agreement["matched_share"] >= 0.85, agreement
+    # A sanity floor well below that spread; the precision itself is checked on the head outputs.
+    assert agreement["matched_share"] >= 0.7, agreement
     assert agreement["max_score_diff"] < 0.05, agreement
+
+
+def test_bf16_mode_keeps_the_head_outputs_within_bf16_precision(tv_state, images):
+    # Measured: class logits (std 0.76) off by at most 0.065 (error std 0.007), box deltas (std
+    # 0.16) by at most 0.012. Bounds at ~3x: a fold, cast or layout error is far larger.
+    model = from_torchvision(tv_state, min_size=128, max_size=128).eval()
+    low = fast.optimize_for_inference(model, dtype=torch.bfloat16)
+    with torch.no_grad():
+        batch, _, _ = model.preprocess(images)
+        ref = model.head(model.fpn(model.backbone(batch)))
+        got = low.head(low.fpn(low.backbone(batch.to(torch.bfloat16))))
+    (cls_ref, box_ref), (cls_got, box_got) = ref, got
+    cls_err, box_err = (cls_got.float() - cls_ref).abs(), (box_got.float() - box_ref).abs()
+    assert cls_err.max() < 0.2 and cls_err.std() < 0.02, (cls_err.max(), cls_err.std())
+    assert box_err.max() < 0.04, box_err.max()
 
 
 def _tiny(**kw):

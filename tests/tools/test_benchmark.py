@@ -2,6 +2,7 @@
 
 import json
 import math
+from pathlib import Path
 
 import pytest
 import torch
@@ -123,8 +124,12 @@ def test_memory_child_reports_peak_rss(monkeypatch):
     spec = {"kind": "ours", "options": options, "dtype": None, "size": 64, "batch": 1, "device": "cpu", "seed": 0}
     spec["threads"] = torch.get_num_threads()
     got = memory_child(spec)
-    assert got["step_peak_mb"] is None or got["step_peak_mb"] >= 0
     assert got["peak_rss_mb"] > 0 and got["how"]
+    if Path("/proc/self/status").is_file():  # Linux: VmRSS / VmHWM, so the step's own peak is measured
+        # A training step of ResNet-50-FPN at 64 px allocates its activations and the gradients of
+        # ~23 M trainable weights anew (set_to_none): tens of MB (58 measured), far from 0.
+        assert 10 < got["step_peak_mb"] < got["peak_rss_mb"], got
+        assert got["peak_rss_mb"] == pytest.approx(got["rss_before_mb"] + got["step_peak_mb"])
 
 
 def test_training_memory_runs_a_fresh_process(monkeypatch):
