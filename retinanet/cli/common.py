@@ -106,8 +106,7 @@ def load(weights, **kwargs) -> LoadedModel:
 def load_for_command(args: argparse.Namespace, **model_overrides) -> LoadedModel:
     """The model of `predict` / `export`: --weights, with --config or --model for a checkpoint
     that has no saved config; `model_overrides` are ModelConfig fields (score_thresh=...)."""
-    config = args.config
-    return load(args.weights, name=args.model, config=config, **model_overrides)
+    return load(args.weights, name=args.model, config=args.config, **model_overrides)
 
 
 def add_model_source_options(p: argparse.ArgumentParser) -> None:

@@ -222,34 +222,33 @@ def to_rgb8(im: Image.Image) -> np.ndarray:
 EXIF_ORIENTATION = 0x0112  # the EXIF tag: 1 = as stored; 2-8 = flipped and/or rotated for display
 
 
-def load_image(path: str | os.PathLike, apply_exif_orientation: bool = False) -> Tensor:
-    """Decode an image file into a float32 (3, H, W) RGB tensor in [0, 1] (`to_rgb8`).
-
-    EXIF orientation is not applied by default: COCO/VOC boxes refer to the stored pixels.
-    `apply_exif_orientation` turns the image as viewers show it (for prediction on photos, whose
-    boxes should match what the user sees). Errors name the file, so that a failure inside a
-    DataLoader worker is readable.
-    """
+def _decode(path: str | os.PathLike, orient: bool) -> tuple[Tensor, int]:
+    """(float32 (3, H, W) RGB in [0, 1], the file's EXIF orientation), turned by it when `orient`."""
     try:
         with Image.open(path) as im:
             im.load()  # forces the full decode: truncated files fail here
-            if apply_exif_orientation:
-                im = ImageOps.exif_transpose(im)
-            array = to_rgb8(im)
+            orientation = int(im.getexif().get(EXIF_ORIENTATION, 1))
+            array = to_rgb8(ImageOps.exif_transpose(im) if orient else im)
     except FileNotFoundError:
         raise MissingFileError(f"image file not found: {path}") from None
     except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as e:
         raise DatasetError(f"cannot decode image file {path}: {e}") from e
-    return torch.from_numpy(array).permute(2, 0, 1).contiguous().float().div_(255.0)
+    return torch.from_numpy(array).permute(2, 0, 1).contiguous().float().div_(255.0), orientation
 
 
-def exif_orientation(path: str | os.PathLike) -> int:
-    """The EXIF orientation of an image file (1 when it has none, or it cannot be read)."""
-    try:
-        with Image.open(path) as im:
-            return int(im.getexif().get(EXIF_ORIENTATION, 1))
-    except (OSError, SyntaxError, ValueError, TypeError):
-        return 1
+def load_image(path: str | os.PathLike) -> Tensor:
+    """Decode an image file into a float32 (3, H, W) RGB tensor in [0, 1] (`to_rgb8`).
+
+    EXIF orientation is not applied: COCO/VOC boxes refer to the stored pixels. Errors name the
+    file, so that a failure inside a DataLoader worker is readable.
+    """
+    return _decode(path, orient=False)[0]
+
+
+def load_photo(path: str | os.PathLike) -> tuple[Tensor, int]:
+    """(image, EXIF orientation) with the image turned as viewers show it, for prediction on
+    photos: the boxes are then in the frame the user sees. Orientation 1: stored as shown."""
+    return _decode(path, orient=True)
 
 
 def read_image_size(path: str | os.PathLike) -> tuple[int, int]:

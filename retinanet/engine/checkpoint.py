@@ -147,7 +147,6 @@ def restore_training_state(path, model, optimizer, scheduler, scaler, cfg: Confi
     scheduler.base_lrs = [lr for _ in optimizer.param_groups]
     for group, factor in zip(optimizer.param_groups, (fn(it) for fn in scheduler.lr_lambdas)):
         group.update(initial_lr=lr, lr=lr * factor, momentum=cfg.train.momentum, weight_decay=cfg.train.weight_decay)
-    scheduler._last_lr = [g["lr"] for g in optimizer.param_groups]
     if changed and is_main():
         log.info("resumed with changed %s", ", ".join(f"{k} {a} -> {b}" for k, (a, b) in changed.items()))
     rng = ckpt["rng"]

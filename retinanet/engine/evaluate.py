@@ -64,20 +64,16 @@ def evaluate(
     evaluator = CocoEvaluator(dataset.coco_gt(), dataset.label_to_cat_id, backend=cfg.eval.backend)
     amp = autocast(cfg.train.amp, device)
     examples = []
-    batches = iter(tqdm(loader, desc="eval", disable=not is_main(), leave=False))
-    while True:
-        try:
-            images, targets = next(batches)
-        except StopIteration:
-            break
-        except DatasetError as e:  # from a worker: its message carries the worker's traceback
-            raise DatasetError(worker_error_message(e)) from None
-        with amp:
-            dets = net([im.to(device) for im in images])
-        dets = [{k: v.float().cpu() for k, v in d.items()} for d in dets]
-        evaluator.update([int(t["image_id"]) for t in targets], dets)
-        if writer is not None and len(examples) < num_examples:
-            examples += list(zip(images, targets, dets))[: num_examples - len(examples)]
+    try:
+        for images, targets in tqdm(loader, desc="eval", disable=not is_main(), leave=False):
+            with amp:
+                dets = net([im.to(device) for im in images])
+            dets = [{k: v.float().cpu() for k, v in d.items()} for d in dets]
+            evaluator.update([int(t["image_id"]) for t in targets], dets)
+            if writer is not None and len(examples) < num_examples:
+                examples += list(zip(images, targets, dets))[: num_examples - len(examples)]
+    except DatasetError as e:  # from a worker: its message carries the worker's traceback
+        raise DatasetError(worker_error_message(e)) from None
     if examples:
         _log_examples(writer, examples, dataset.class_names, step)
     results, ids = evaluator.results(), list(evaluator.image_ids)

@@ -26,7 +26,7 @@ import torch
 from torch import Tensor
 from tqdm import tqdm
 
-from ..data.common import IMAGE_SUFFIXES, LOGGER, DatasetError, exif_orientation, load_image
+from ..data.common import IMAGE_SUFFIXES, LOGGER, DatasetError, load_photo
 from ..utils.io import atomic_write
 from ..utils.paths import unique_stems
 from ..utils.visualize import draw_detections, save_grid
@@ -159,23 +159,24 @@ def predict_images(
     total, failed = 0, []
     bar = tqdm(total=len(images), desc="predict", unit="img", disable=not images)
     for chunk in batched(zip(images, unique_stems(images)), batch_size):
-        readable, loaded = [], []
+        readable, loaded, orientations = [], [], []
         for path, stem in chunk:
             try:
-                # As viewers show the photo: boxes in the frame the user sees (EXIF orientation).
-                loaded.append(load_image(path, apply_exif_orientation=True))
+                image, orientation = load_photo(path)  # as viewers show it: boxes in the frame the user sees
+                loaded.append(image)
+                orientations.append(orientation)
                 readable.append((path, stem))
             except DatasetError as e:  # truncated, empty, not an image, vanished since the listing
                 failed.append(str(e))
                 LOGGER.warning("skipped: %s", e)
-        for (path, stem), image, det in zip(readable, loaded, detect(model, loaded, device) if loaded else []):
+        dets = detect(model, loaded, device) if loaded else []
+        for (path, stem), image, orientation, det in zip(readable, loaded, orientations, dets):
             records = detection_records(det, class_names, score_thresh)
             total += len(records)
             height, width = image.shape[-2:]
             if pictures:
                 draw_records(image, records, class_names).save(out / f"{stem}.png")
             result = {"image": str(path), "width": int(width), "height": int(height), "detections": records}
-            orientation = exif_orientation(path)
             if orientation != 1:  # the stored pixels are turned: width, height and boxes are the turned image's
                 result["exif_orientation"] = orientation
             (out / f"{stem}.json").write_text(json.dumps(result, indent=1))

@@ -144,11 +144,6 @@ def check_entries(ckpt: dict, source: str = "the checkpoint") -> dict:
     for key, (ok, what) in expected.items():
         if ckpt.get(key) is not None and not ok(ckpt[key]):
             raise WeightsError(f"{source}: its '{key}' entry is not {what} (found {type(ckpt[key]).__name__})")
-    if ckpt.get("config") is not None:
-        try:
-            config_from_dict(ckpt["config"])
-        except ConfigError as e:
-            raise WeightsError(f"{source}: its saved config is not valid: {e}") from None
     return ckpt
 
 
@@ -204,7 +199,11 @@ def load_model(
             state = convert_torchvision_state_dict(state)
             labels_are_ids = model_cfg.num_classes == 91
         elif ckpt.get("config") is not None:
-            saved = config_from_dict(ckpt["config"])
+            try:
+                saved = config_from_dict(ckpt["config"])
+            except ConfigError as e:
+                where = weights if isinstance(weights, str) else "the checkpoint"
+                raise WeightsError(f"{where}: its saved config is not valid: {e}") from None
             if name is not None and VARIANTS[name]["backbone"] != saved.model.backbone:
                 raise WeightsError(
                     f"{weights} holds a {saved.model.backbone} model, not {name} ({VARIANTS[name]['backbone']})"

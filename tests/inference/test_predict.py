@@ -102,12 +102,9 @@ def test_predict_folder_batched_with_coco_json(checkpoint, tmp_path, capsys):
     assert "3 images, 15 detections" in printed and str(coco) in printed
 
 
-def test_predict_animated_gif_as_video(checkpoint, tmp_path, capsys):
-    frames = _frames(4)
-    video = tmp_path / "clip.gif"
-    frames[0].save(video, save_all=True, append_images=frames[1:], duration=[100, 200, 100, 100], loop=0)
-    out = tmp_path / "pred"
-    argv = [
+def _predict_video(checkpoint, video, out) -> list[str]:
+    """`retinanet predict` of one video at score threshold 0, the annotated video written."""
+    return [
         "predict",
         "--weights",
         str(checkpoint),
@@ -118,7 +115,14 @@ def test_predict_animated_gif_as_video(checkpoint, tmp_path, capsys):
         "0",
         "--save-video",
     ]
-    assert main(argv) == 0
+
+
+def test_predict_animated_gif_as_video(checkpoint, tmp_path, capsys):
+    frames = _frames(4)
+    video = tmp_path / "clip.gif"
+    frames[0].save(video, save_all=True, append_images=frames[1:], duration=[100, 200, 100, 100], loop=0)
+    out = tmp_path / "pred"
+    assert main(_predict_video(checkpoint, video, out)) == 0
     data = json.loads((out / "clip_detections.json").read_text())
     assert [im["frame_index"] for im in data["images"]] == [0, 1, 2, 3]
     assert [im["timestamp"] for im in data["images"]] == [0.0, 0.1, 0.3, 0.4]
@@ -168,18 +172,7 @@ def test_predict_mp4_with_pyav(checkpoint, tmp_path, capsys):
     video = tmp_path / "clip.mp4"
     _write_mp4(video, _frames(5, size=(96, 64)))
     out = tmp_path / "pred"
-    argv = [
-        "predict",
-        "--weights",
-        str(checkpoint),
-        str(video),
-        "--out",
-        str(out),
-        "--score-thresh",
-        "0",
-        "--save-video",
-    ]
-    assert main(argv) == 0
+    assert main(_predict_video(checkpoint, video, out)) == 0
     data = json.loads((out / "clip_detections.json").read_text())
     assert [im["frame_index"] for im in data["images"]] == [0, 1, 2, 3, 4]
     assert [im["timestamp"] for im in data["images"]] == pytest.approx([0.0, 0.2, 0.4, 0.6, 0.8])
