@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 import textwrap
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Optional
 
 from ..config import Config, ConfigError, diff_from_defaults, format_overrides, load_config
@@ -52,12 +53,22 @@ def split_positionals(items: Sequence[str], config_option: Optional[str] = None)
     return (configs[0] if configs else None), overrides
 
 
+def config_file(path: str) -> str:
+    """A CONFIG path as given, or, for a relative one that is not under the current folder but is
+    in the project (the checkout's configs/), the project's: the documented examples
+    ("configs/synth/retinanet_r18_synth.yaml") then work from any folder."""
+    if not Path(path).is_absolute() and not Path(path).exists() and project_path(path).is_file():
+        return str(project_path(path))
+    return path
+
+
 def resolve_config(config: Optional[str], overrides: Sequence[str]) -> tuple[Config, str]:
     """CONFIG omitted: the synthetic recipe; "-": the paper's defaults; else the YAML file."""
     if config is None:
         return synth_config(overrides)
     if config == "-":
         return load_config(None, overrides), "defaults"
+    config = config_file(config)
     return load_config(config, overrides), config
 
 

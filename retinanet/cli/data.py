@@ -14,6 +14,7 @@ from .common import (
     EXIT_OK,
     FMT,
     CliError,
+    config_file,
     dataset_options,
     load,
     read_checkpoint,
@@ -36,7 +37,7 @@ def _analysis_config(args: argparse.Namespace) -> Config:
             raise CliError(f"unexpected argument {item!r}: expected KEY=VALUE overrides after the dataset")
         key = item.split("=", 1)[0].strip()
         overrides.append(f"model.{item.strip()}" if key in model_keys else item)
-    return load_config(args.config, overrides)
+    return load_config(config_file(args.config) if args.config else None, overrides)
 
 
 def _analysis_dataset(args: argparse.Namespace):

@@ -163,8 +163,8 @@ def add_parsers(sub) -> None:
         "  retinanet train                                     # configs/synth/retinanet_r18_synth.yaml\n"
         "  retinanet train configs/synth/retinanet_r18_synth.yaml train.max_iter=600 model.focal_gamma=0\n"
         "  retinanet train configs/coco/retinanet_r50_fpn_1x.yaml \\\n"
-        "      data.train_path=coco/annotations/instances_train2017.json \\\n"
-        "      data.val_path=coco/annotations/instances_val2017.json\n"
+        "      data.train_path=coco/annotations/instances_train2017.json data.train_images_dir=coco/train2017 \\\n"
+        "      data.val_path=coco/annotations/instances_val2017.json data.val_images_dir=coco/val2017\n"
         "  retinanet train - data.kind=csv data.train_path=ann.csv data.class_map=classes.csv   # '-': paper defaults\n"
         "  retinanet train configs/synth/retinanet_r18_synth.yaml --resume   # from output_dir/last_checkpoint.pth\n"
         "  torchrun --nproc_per_node 2 -m retinanet train configs/synth/retinanet_r18_synth.yaml",
@@ -197,7 +197,8 @@ def add_parsers(sub) -> None:
         epilog="examples:\n"
         "  retinanet eval --weights outputs/synth/retinanet_r18_synth/model_final.pth --per-class\n"
         "  retinanet eval configs/coco/retinanet_r50_fpn_1x.yaml --weights model_final.pth \\\n"
-        "      data.val_path=coco/annotations/instances_val2017.json --results detections.json\n"
+        "      data.val_path=coco/annotations/instances_val2017.json data.val_images_dir=coco/val2017 \\\n"
+        "      --results detections.json\n"
         "  retinanet eval --weights model_final.pth model.score_thresh=0.01 eval.backend=pycocotools",
     )
     p.add_argument(

@@ -88,8 +88,9 @@ def _per_scale(value: Any, where: str) -> dict[str, Any]:
     return {"all": value}
 
 
-def load_table(name: str, tables_dir: Path = TABLES_DIR) -> Table:
-    """Read and check experiments/tables/<name>.yaml."""
+def load_table(name: str, tables_dir: Optional[Path] = None) -> Table:
+    """Read and check experiments/tables/<name>.yaml (in `tables_dir`, default TABLES_DIR)."""
+    tables_dir = TABLES_DIR if tables_dir is None else tables_dir
     path = Path(tables_dir) / f"{name}.yaml"
     if not path.is_file():
         known = sorted(p.stem for p in Path(tables_dir).glob("*.yaml"))
@@ -307,14 +308,17 @@ def run_table(
     name: str,
     scale: str,
     extra: Sequence[str] = (),
-    runs_dir: Path = RUNS_DIR,
-    results_dir: Path = RESULTS_DIR,
-    tables_dir: Path = TABLES_DIR,
+    runs_dir: Optional[Path] = None,
+    results_dir: Optional[Path] = None,
+    tables_dir: Optional[Path] = None,
     dry_run: bool = False,
     retime: bool = False,
 ) -> dict:
-    """Run (or resume) every row of a table and write results_dir/<name>_<scale>.{md,json}.
+    """Run (or resume) every row of a table and write results_dir/<name>_<scale>.{md,json}
+    (default folders: RUNS_DIR, RESULTS_DIR, TABLES_DIR, read when called).
     retime: measure the inference times of a timing table (speed) again, e.g. on a quiet machine."""
+    runs_dir = RUNS_DIR if runs_dir is None else runs_dir
+    results_dir = RESULTS_DIR if results_dir is None else results_dir
     table = load_table(name, tables_dir)
     parse_overrides(list(extra))  # malformed overrides fail before any training
     runs = plan(table, scale, extra)
