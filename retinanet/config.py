@@ -122,6 +122,11 @@ class TrainConfig:
     amp: Literal["off", "bf16", "fp16"] = "off"
     checkpoint_period: int = 5000  # iterations; a checkpoint is also written at the end
     eval_period: int = 0  # iterations; 0 = evaluate only at the end
+    # Fine-tuning on small data: model_best.pth written (atomically) whenever this metric of an
+    # evaluation improves (None = off), and the run stopped after `patience` evaluations in a
+    # row without improvement (0 = off; the metric is save_best's, else AP). Both need eval_period.
+    save_best: Optional[Literal["AP", "AP50", "AP75", "APs", "APm", "APl"]] = None
+    patience: int = 0
     log_period: int = 20
     max_nonfinite: int = 10  # non-finite losses in a row before training stops
     device: str = "auto"  # "auto" (cuda if available), "cpu", "cuda", "cuda:1", ...
@@ -133,11 +138,14 @@ class TrainConfig:
         for name in positive:
             if getattr(self, name) < 1:
                 raise ConfigError(f"train.{name}={getattr(self, name)}: expected >= 1")
-        for name in ("warmup_iters", "checkpoint_period", "eval_period", "weight_decay"):
+        for name in ("warmup_iters", "checkpoint_period", "eval_period", "weight_decay", "patience"):
             if getattr(self, name) < 0:
                 raise ConfigError(f"train.{name}={getattr(self, name)}: expected >= 0")
         if self.base_lr <= 0:
             raise ConfigError(f"train.base_lr={self.base_lr}: expected > 0")
+        if (self.patience or self.save_best) and not self.eval_period:
+            what = "train.patience" if self.patience else "train.save_best"
+            raise ConfigError(f"{what} needs evaluations during the run: set train.eval_period (iterations)")
         if not 0.0 <= self.momentum < 1.0:
             raise ConfigError(f"train.momentum={self.momentum}: expected 0 <= momentum < 1")
         if not 0.0 < self.warmup_factor <= 1.0:

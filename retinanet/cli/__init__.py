@@ -33,6 +33,7 @@ from ..config import ConfigError
 from ..data.common import DatasetError
 from ..engine.checkpoint import CheckpointWriteError, ResumeError
 from ..engine.distributed import DeviceError
+from ..weights.loader import WeightsError
 from . import data, experiment, predict, train
 from .common import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_USAGE, FMT, CliError, wrap
 
@@ -91,7 +92,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         return args.func(args)
     except ConfigError as e:
         print(f"config error: {e}", file=sys.stderr)
-    except (CliError, DatasetError, DeviceError, ResumeError, FileNotFoundError, FileExistsError) as e:
+    except (CliError, DatasetError, DeviceError, ResumeError, WeightsError, FileNotFoundError, FileExistsError) as e:
         print(f"error: {e}", file=sys.stderr)
     except (PermissionError, NotADirectoryError, IsADirectoryError) as e:  # an output path that cannot be written
         print(f"error: {e}", file=sys.stderr)

@@ -56,10 +56,13 @@ def label_entries(dataset) -> dict:
     }
 
 
-def save_training_state(path, model, optimizer, scheduler, scaler, it: int, cfg: Config, world: int, dataset) -> None:
+def save_training_state(
+    path, model, optimizer, scheduler, scaler, it: int, cfg: Config, world: int, dataset, progress=None
+) -> None:
     """Everything a killed run needs to resume bit-exact at iteration `it`, with the resolved
-    config beside it and the labels of `dataset` (the training set). Collective: every process
-    calls it (their RNG states are gathered)."""
+    config beside it and the labels of `dataset` (the training set); `progress`: the run's
+    best evaluation and early-stopping count. Collective: every process calls it (their RNG
+    states are gathered)."""
     rng = torch.get_rng_state()
     if world > 1:  # every rank's RNG, so that a resumed run draws as the interrupted one would
         rng_all = [None] * world
@@ -75,6 +78,7 @@ def save_training_state(path, model, optimizer, scheduler, scaler, it: int, cfg:
             "iteration": it,
             "rng": rng_all,
             "config": config_to_dict(cfg),
+            "progress": dict(progress or {}),
             **label_entries(dataset),
         }
         atomic_save(state, path)
@@ -97,6 +101,8 @@ RESUMABLE_TRAIN_KEYS = (
     "clip_grad_norm",
     "checkpoint_period",
     "eval_period",
+    "save_best",
+    "patience",
     "log_period",
     "max_nonfinite",
     "device",
@@ -109,8 +115,9 @@ class ResumeError(ValueError):
     stream); the message names the file and what to do instead."""
 
 
-def restore_training_state(path, model, optimizer, scheduler, scaler, cfg: Config, rank: int) -> int:
-    """Load a `save_training_state` checkpoint into the training objects; returns its iteration.
+def restore_training_state(path, model, optimizer, scheduler, scaler, cfg: Config, rank: int) -> tuple[int, dict]:
+    """Load a `save_training_state` checkpoint into the training objects; returns its iteration
+    and the run's saved progress (best evaluation, early-stopping count).
 
     train.* settings changed since the checkpoint are applied when they are in
     RESUMABLE_TRAIN_KEYS (and logged), refused otherwise; a model of another shape is refused.
@@ -151,12 +158,14 @@ def restore_training_state(path, model, optimizer, scheduler, scaler, cfg: Confi
         log.info("resumed with changed %s", ", ".join(f"{k} {a} -> {b}" for k, (a, b) in changed.items()))
     rng = ckpt["rng"]
     torch.set_rng_state(rng[rank] if rank < len(rng) else rng[0])
-    return it
+    progress = ckpt.get("progress")
+    return it, dict(progress) if isinstance(progress, dict) else {}
 
 
-def save_final(path, model, cfg: Config, dataset) -> None:
-    """The trained weights with their config and the labels of `dataset` (`model_final.pth`)."""
-    atomic_save({"model": model.state_dict(), "config": config_to_dict(cfg), **label_entries(dataset)}, path)
+def save_final(path, model, cfg: Config, dataset, **extra) -> None:
+    """The trained weights with their config and the labels of `dataset` (`model_final.pth`,
+    `model_best.pth` with `extra` entries such as the evaluation that made it the best)."""
+    atomic_save({"model": model.state_dict(), "config": config_to_dict(cfg), **label_entries(dataset), **extra}, path)
 
 
 __all__ = [

@@ -21,15 +21,18 @@ from torch import nn
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
-from ..config import Config, save_config, scaled_lr
+from ..config import Config, ConfigError, save_config, scaled_lr
 from ..data.build import build_datasets
 from ..data.common import DatasetError, collate_fn, worker_error_message
 from ..data.samplers import SeededSamples, TrainingBatches, aspect_groups
 from ..model.build import build_model
+from ..utils.io import atomic_write
+from ..weights.loader import init_from_weights
 from .checkpoint import restore_training_state, save_final, save_training_state
 from .distributed import init_distributed, is_main, resolve_device
 from .evaluate import autocast, evaluate
 from .metrics import format_ap_table
+from .progress import Progress
 
 log = logging.getLogger("retinanet.engine")
 
@@ -103,7 +106,15 @@ def train(
         raise ValueError(f"train.batch_size={tc.batch_size} is not divisible by the {world} processes")
     per_rank = tc.batch_size // world
 
-    model = build_model(cfg.model).to(device)
+    # With model.weights (fine-tuning) every tensor comes from those weights: no ImageNet backbone first.
+    model = build_model(cfg.model.replace(pretrained_backbone=False) if cfg.model.weights else cfg.model)
+    resuming = resume and (out / "last_checkpoint.pth").exists()
+    if cfg.model.weights and not resuming:  # a resumed run's weights are its checkpoint's
+        report = init_from_weights(model, cfg.model, train_ds.class_names)
+        log.info("%s", report.summary())
+        if is_main():
+            atomic_write(out / "weights_report.json", report.to_json())
+    model = model.to(device)
     if world > 1 and device.type == "cuda" and cfg.model.norm == "bn":
         model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
     params = [p for p in model.parameters() if p.requires_grad]
@@ -114,10 +125,13 @@ def train(
     )
     scaler = torch.amp.GradScaler(device.type, enabled=tc.amp == "fp16" and device.type == "cuda")
 
+    if (tc.save_best or tc.patience) and val_ds is None:
+        raise ConfigError("train.save_best / train.patience need a validation set: set data.val_path")
     start_iter = 0
     last = out / "last_checkpoint.pth"
+    saved_progress: dict = {}
     if resume and last.exists():
-        start_iter = restore_training_state(last, model, optimizer, scheduler, scaler, cfg, rank)
+        start_iter, saved_progress = restore_training_state(last, model, optimizer, scheduler, scaler, cfg, rank)
         log.info("resumed from %s at iteration %d", last, start_iter)
     elif resume:
         log.warning("--resume: no checkpoint at %s, starting from scratch", last)
@@ -147,9 +161,42 @@ def train(
     metrics_file = open(out / "metrics.jsonl", "a") if is_main() else None
 
     end_iter = tc.max_iter if stop_after is None else min(tc.max_iter, start_iter + stop_after)
+    progress = Progress.restore(saved_progress, tc.save_best or "AP")
+    if progress.stopped_early:
+        log.info("this run stopped early at iteration %d (train.patience): nothing left to train", start_iter)
+        end_iter = start_iter
+    last_eval: dict = {}
 
     def checkpoint(iteration: int) -> None:
-        save_training_state(last, model, optimizer, scheduler, scaler, iteration, cfg, world, train_ds)
+        save_training_state(
+            last, model, optimizer, scheduler, scaler, iteration, cfg, world, train_ds, progress.state()
+        )
+
+    def after_evaluation(m: dict, iteration: int, final: bool = False) -> bool:
+        """Best model and early stopping after an evaluation; True: stop the run."""
+        nonlocal progress
+        if is_main() and progress.update(m, iteration) and tc.save_best:
+            best = {"metric": progress.metric, "value": progress.best, "iteration": iteration}
+            save_final(out / "model_best.pth", model, cfg, train_ds, best=best)
+            log.info(
+                "new best %s %.2f at iteration %d: %s",
+                progress.metric,
+                progress.best,
+                iteration,
+                out / "model_best.pth",
+            )
+        progress = progress.synced(world)
+        if tc.patience and progress.evals_since_best >= tc.patience and not (final or progress.stopped_early):
+            progress.stopped_early = True
+            log.info(
+                "early stop at iteration %d: %d evaluations without a %s above %.2f (iteration %d)",
+                iteration,
+                progress.evals_since_best,
+                progress.metric,
+                progress.best,
+                progress.best_iteration,
+            )
+        return progress.stopped_early
 
     amp = autocast(tc.amp, device)
     nonfinite_in_a_row = skipped = replaced = 0
@@ -227,29 +274,47 @@ def train(
                     metrics_file.flush()
                     for k in ("loss", "cls", "box", "lr"):
                         writer.add_scalar(f"train/{k}", record[k], it)
-            if it % tc.checkpoint_period == 0 or it == end_iter:
-                checkpoint(it)
+            # Evaluated before the checkpoint of the same iteration, so that it holds the progress.
+            stop = False
             if tc.eval_period and it % tc.eval_period == 0 and it < tc.max_iter and val_ds is not None:
-                m = evaluate(model, val_ds, cfg, device, writer=writer, step=it)
+                last_eval = evaluate(model, val_ds, cfg, device, writer=writer, step=it)
                 if is_main():
-                    _log_eval(m, it, writer, metrics_file)
+                    _log_eval(last_eval, it, writer, metrics_file)
+                stop = after_evaluation(last_eval, it)
+            if it % tc.checkpoint_period == 0 or it == end_iter or stop:
+                checkpoint(it)
+            if stop:
+                break
     finally:
         bar.close()
 
     metrics = {}
-    if it >= tc.max_iter:
+    if progress.stopped_early:
+        if is_main():
+            save_final(out / "model_final.pth", model, cfg, train_ds)
+        metrics = last_eval
+    elif it >= tc.max_iter:
         if is_main():  # before the final evaluation: a failing evaluation loses no trained weights
             save_final(out / "model_final.pth", model, cfg, train_ds)
         if val_ds is not None:
             metrics = evaluate(model, val_ds, cfg, device, writer=writer, step=it)
             if is_main():
                 _log_eval(metrics, it, writer, metrics_file, echo=print_final)
+            after_evaluation(metrics, it, final=True)
     if is_main():
         metrics_file.close()
         writer.close()
     if replaced and is_main():
         log.warning("%d training samples could not be loaded and were replaced by the next image", replaced)
-    return {"iteration": it, "metrics": metrics, "skipped": skipped, "replaced": replaced, "output_dir": str(out)}
+    return {
+        "iteration": it,
+        "metrics": metrics,
+        "skipped": skipped,
+        "replaced": replaced,
+        "output_dir": str(out),
+        "stopped_early": progress.stopped_early,
+        "best": {"metric": progress.metric, "value": progress.best, "iteration": progress.best_iteration},
+    }
 
 
 def all_finite(loss: torch.Tensor, world: int) -> bool:

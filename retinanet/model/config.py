@@ -29,6 +29,7 @@ AnchorStyle = Literal["exact", "torchvision"]
 ClsLoss = Literal["focal", "ce", "fl_star", "ohem"]
 BoxLoss = Literal["smooth_l1", "l1"]
 LossNormalizer = Literal["batch", "image"]
+WeightsClassMap = Literal["index", "names"]
 
 
 def literal_choices(tp: Any) -> tuple | None:
@@ -69,6 +70,13 @@ class ModelConfig:
     # False, True (torchvision's ImageNet weights, downloaded once into the torch hub cache) or a
     # path to a local state-dict file of the torchvision ResNet.
     pretrained_backbone: bool | str = False
+    # Fine-tuning: the whole detector starts from these weights ("torchvision-coco", a checkpoint
+    # of this library or a torchvision-format .pth), every tensor that fits loaded; the class
+    # layer re-initialised (σ = 0.01, prior bias) when the class count differs, or with
+    # weights_class_map="names" given the rows of the weights' classes of the same name.
+    # Read by `retinanet train` and `load_model` (retinanet/weights/), not by build_model.
+    weights: Optional[str] = None
+    weights_class_map: WeightsClassMap = "index"
 
     # --- FPN (§4: P3-P7, C = 256) ---
     fpn_channels: int = 256

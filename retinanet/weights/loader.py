@@ -34,6 +34,7 @@ from ..model.config import ModelConfig
 from ..model.retinanet import RetinaNet
 from ..utils.download import load_url_state_dict, local_file, read_weights_file
 from .torchvision import convert_torchvision_state_dict, is_torchvision_state_dict, torchvision_model_config
+from .transfer import LoadReport, TransferError, transfer_state
 from .zoo import DEFAULT_PUBLISHED, VARIANTS, WEIGHTS, coco_category_names, model_config
 
 
@@ -64,6 +65,8 @@ class LoadedModel:
     # The dataset's category id of each label (label i -> category_ids[i]), for results files:
     # saved in checkpoints ("label_to_category_id"); label + 1 for weights that carry none.
     category_ids: list[int] = dataclasses.field(default_factory=list)
+    # What came from the weights when they were for other classes (fine-tuning's start).
+    report: LoadReport | None = None
 
 
 def load_checkpoint(path: str | os.PathLike) -> dict:
@@ -162,12 +165,82 @@ def _published(weights: str, name: str | None) -> str | None:
     return None
 
 
+def _source(weights, name: str | None, run: Config, config_given: bool) -> tuple:
+    """(state dict in this library's layout or None, the model config the weights are for, the
+    run config, the checkpoint dict, whether labels are COCO category ids) of `weights`."""
+    ckpt: dict = {}
+    if weights is None:
+        return None, (model_config(name) if name else run.model), run, ckpt, False
+    if isinstance(weights, str) and (url := _published(weights, name)) is not None:
+        state = load_url_state_dict(url)
+        return convert_torchvision_state_dict(state), torchvision_model_config(state), run, ckpt, True
+    ckpt = _read(weights) if isinstance(weights, str) else check_entries(dict(weights))
+    state = ckpt["model"]
+    if is_torchvision_state_dict(state):
+        model_cfg = torchvision_model_config(state)
+        return convert_torchvision_state_dict(state), model_cfg, run, ckpt, model_cfg.num_classes == 91
+    if ckpt.get("config") is not None:
+        try:
+            saved = config_from_dict(ckpt["config"])
+        except ConfigError as e:
+            where = weights if isinstance(weights, str) else "the checkpoint"
+            raise WeightsError(f"{where}: its saved config is not valid: {e}") from None
+        if name is not None and VARIANTS[name]["backbone"] != saved.model.backbone:
+            raise WeightsError(
+                f"{weights} holds a {saved.model.backbone} model, not {name} ({VARIANTS[name]['backbone']})"
+            )
+        return state, saved.model, (run if config_given else saved), ckpt, False
+    if name is not None or config_given:
+        model_cfg = model_config(name) if name else run.model
+        n = infer_num_classes(state, model_cfg)
+        if n is not None and n != model_cfg.num_classes:
+            model_cfg = model_cfg.replace(num_classes=n)
+        return state, model_cfg, run, ckpt, False
+    raise WeightsError(
+        f"{weights if isinstance(weights, str) else 'the checkpoint'} has no saved config: "
+        "give a CONFIG (--config) or --model NAME"
+    )
+
+
+def _source_names(ckpt: dict, run: Config, model_cfg: ModelConfig, labels_are_ids: bool) -> list[str] | None:
+    """The class names of the weights, None when they carry none (class_0, ... would be made up)."""
+    n = model_cfg.num_classes
+    if labels_are_ids and n == 91:
+        return coco_category_names()
+    names = class_names_of(ckpt, run, n)
+    return None if names == [f"class_{i}" for i in range(n)] else names
+
+
+def init_from_weights(model: RetinaNet, model_cfg: ModelConfig, class_names: Sequence[str] | None = None) -> LoadReport:
+    """Fine-tuning's start: the tensors of `model_cfg.weights` that fit `model` (built from
+    `model_cfg`) loaded into it, the class layer as `model_cfg.weights_class_map` says
+    (retinanet/weights/transfer.py). class_names: the model's classes (the training set's)."""
+    weights = model_cfg.weights
+    run = Config(model=model_cfg.replace(weights=None))
+    state, src_cfg, _, ckpt, labels_are_ids = _source(weights, None, run, config_given=True)
+    saved = config_from_dict(ckpt["config"]) if ckpt.get("config") is not None else Config(model=src_cfg)
+    try:
+        return transfer_state(
+            model,
+            state,
+            model_cfg,
+            src_cfg,
+            source=weights,
+            source_names=_source_names(ckpt, saved, src_cfg, labels_are_ids),
+            target_names=class_names,
+            class_map=model_cfg.weights_class_map,
+        )
+    except TransferError as e:
+        raise WeightsError(str(e)) from None
+
+
 def load_model(
     weights: str | Mapping[str, Any] | None = None,
     *,
     name: str | None = None,
     config: Config | str | os.PathLike | None = None,
     overrides: Sequence[str] | Mapping[str, Any] = (),
+    class_names: Sequence[str] | None = None,
     **model_overrides: Any,
 ) -> LoadedModel:
     """A model holding `weights` (see the module docstring; also a checkpoint dict already read
@@ -177,58 +250,48 @@ def load_model(
     the variant of published weights; default retinanet_r50_fpn). config: a Config or a YAML
     path, the same when there is no variant name; it is also the run config returned (its model
     part replaced by the checkpoint's). overrides: dotted config overrides; model_overrides:
-    ModelConfig fields, applied last."""
+    ModelConfig fields, applied last.
+
+    Another class count than the weights' (num_classes=3, or `class_names` of another list) is
+    fine-tuning's start: the tensors that fit are loaded, the class layer re-initialised or, with
+    weights_class_map="names", copied for the classes of the same name (`LoadedModel.report`).
+    Without `weights`, a config's model.weights is loaded the same way."""
     if name is not None and name not in VARIANTS:
         raise UnknownNameError(f"unknown model {name!r}; available: {sorted(VARIANTS)}")
     run = Config() if config is None else config if isinstance(config, Config) else load_config(config)
-    ckpt: dict = {}
-    state = None
-    labels_are_ids = False
-    if weights is None:
-        model_cfg = model_config(name) if name else run.model
-    elif isinstance(weights, str) and (url := _published(weights, name)) is not None:
-        state = load_url_state_dict(url)
-        model_cfg = torchvision_model_config(state)
-        state = convert_torchvision_state_dict(state)
-        labels_are_ids = True
-    else:
-        ckpt = _read(weights) if isinstance(weights, str) else check_entries(dict(weights))
-        state = ckpt["model"]
-        if is_torchvision_state_dict(state):
-            model_cfg = torchvision_model_config(state)
-            state = convert_torchvision_state_dict(state)
-            labels_are_ids = model_cfg.num_classes == 91
-        elif ckpt.get("config") is not None:
-            try:
-                saved = config_from_dict(ckpt["config"])
-            except ConfigError as e:
-                where = weights if isinstance(weights, str) else "the checkpoint"
-                raise WeightsError(f"{where}: its saved config is not valid: {e}") from None
-            if name is not None and VARIANTS[name]["backbone"] != saved.model.backbone:
-                raise WeightsError(
-                    f"{weights} holds a {saved.model.backbone} model, not {name} ({VARIANTS[name]['backbone']})"
-                )
-            run = saved if config is None else run
-            model_cfg = saved.model
-        elif name is not None or config is not None:
-            model_cfg = model_config(name) if name else run.model
-            n = infer_num_classes(state, model_cfg)
-            if n is not None and n != model_cfg.num_classes:
-                model_cfg = model_cfg.replace(num_classes=n)
-        else:
-            raise WeightsError(
-                f"{weights if isinstance(weights, str) else 'the checkpoint'} has no saved config: "
-                "give a CONFIG (--config) or --model NAME"
-            )
-    run = dataclasses.replace(run, model=model_cfg)
+    state, src_cfg, run, ckpt, labels_are_ids = _source(weights, name, run, config is not None)
+    run = dataclasses.replace(run, model=src_cfg)
     if overrides:
         run = apply_overrides(run, overrides)
     model_cfg = run.model.replace(**model_overrides)
-    if state is not None:  # every weight comes from the file: never fetch ImageNet weights first
+    if class_names is not None and len(class_names) != model_cfg.num_classes:
+        model_cfg = model_cfg.replace(num_classes=len(class_names))
+    if state is not None or model_cfg.weights:  # every weight comes from a file: never fetch ImageNet's first
         model_cfg = model_cfg.replace(pretrained_backbone=False)
     run = dataclasses.replace(run, model=model_cfg)
     model = build_model(model_cfg)
-    if state is not None:
+    n = model_cfg.num_classes
+    src_names = _source_names(ckpt, run, src_cfg, labels_are_ids)
+    report = None
+    fine_tune = state is not None and (
+        n != src_cfg.num_classes or (class_names is not None and list(class_names) != (src_names or []))
+    )
+    if fine_tune:
+        try:
+            report = transfer_state(
+                model,
+                state,
+                model_cfg,
+                src_cfg,
+                source=str(weights) if isinstance(weights, str) else "the checkpoint",
+                source_names=src_names,
+                target_names=class_names,
+                class_map=model_cfg.weights_class_map,
+            )
+        except TransferError as e:
+            raise WeightsError(str(e)) from None
+        ckpt, labels_are_ids = {"class_names": list(class_names)} if class_names else {}, False
+    elif state is not None:
         try:
             model.load_state_dict(state)
         except RuntimeError as e:
@@ -237,11 +300,13 @@ def load_model(
                 f"{weights}: the weights do not fit the model {model_cfg.backbone}/{model_cfg.num_classes} "
                 f"classes: {first}"
             ) from None
-    n = model_cfg.num_classes
-    class_names = coco_category_names() if labels_are_ids and n == 91 else class_names_of(ckpt, run, n)
+    elif model_cfg.weights:
+        report = init_from_weights(model, model_cfg, class_names)
+        ckpt = {"class_names": list(class_names)} if class_names else {}
+    names = coco_category_names() if labels_are_ids and n == 91 else class_names_of(ckpt, run, n)
     category_ids = category_ids_of(ckpt, n, labels_are_ids)
     source = weights if isinstance(weights, str) else None
-    return LoadedModel(model, run, class_names, labels_are_ids, source, category_ids)
+    return LoadedModel(model, run, names, labels_are_ids, source, category_ids, report)
 
 
 def get_model(name: str, weights: str | None = None, **overrides: Any) -> RetinaNet:

@@ -154,6 +154,94 @@ def test_a_second_run_into_a_run_folder_is_refused_unless_resumed_or_overwritten
     assert iters == [1] and not (tmp_path / "model_final.pth").exists()  # the old run's files are gone
 
 
+def test_model_weights_start_a_run_from_other_classes_and_a_resume_does_not_reread_them(synth_dir, tmp_path):
+    import json
+
+    from retinanet.config import Config, config_to_dict
+    from retinanet.data.synth import CLASSES
+    from retinanet.model.build import build_model
+    from retinanet.weights.loader import WeightsError
+
+    # The source: this library's checkpoint of the same architecture for 3 other-ordered classes.
+    source_cfg = _cfg(synth_dir, tmp_path).model.replace(num_classes=3)
+    torch.manual_seed(5)
+    src = build_model(source_cfg).state_dict()
+    weights = tmp_path / "source.pth"
+    names = ["star", "unicorn", "circle"]
+    saved = {"model": src, "class_names": names, "config": config_to_dict(Config(model=source_cfg))}
+    torch.save(saved, weights)
+
+    out = tmp_path / "run"
+    # A learning rate of 1e-12: after one step the weights are still the start's (to 1e-9).
+    cfg = _cfg(synth_dir, out, f"model.weights={weights}", "model.weights_class_map=names", "train.base_lr=1e-12")
+    train(cfg, stop_after=1)
+    state = torch.load(out / "last_checkpoint.pth", weights_only=True)["model"]
+
+    def same(a, b):
+        return torch.allclose(a.float(), b.float(), rtol=0, atol=1e-9)
+
+    assert all(same(state[k], v) for k, v in src.items() if not k.startswith("head.cls_score"))
+    k = len(CLASSES)
+    w, w_src = state["head.cls_score.weight"], src["head.cls_score.weight"]
+    for a in range(9):
+        assert same(w[a * k + CLASSES.index("circle")], w_src[a * 3 + 2])
+        assert same(w[a * k + CLASSES.index("star")], w_src[a * 3 + 0])
+        assert not same(w[a * k + CLASSES.index("square")], w_src[a * 3 + 1])  # re-initialised
+    report = json.loads((out / "weights_report.json").read_text())
+    assert report["classes_from_source"] == {"circle": "circle", "star": "star"}
+    assert (report["source_classes"], report["target_classes"]) == (3, k)
+
+    weights.unlink()  # a resumed run's weights are its checkpoint's: the source is not read again
+    assert train(cfg, resume=True, stop_after=1)["iteration"] == 2
+    torch.save(saved, weights)
+    with pytest.raises(WeightsError, match="fpn.lateral.0.weight.*model.fpn_channels is 128 here and 256"):
+        train(_cfg(synth_dir, tmp_path / "other", f"model.weights={weights}", "model.fpn_channels=128"))
+
+
+def test_save_best_and_patience_keep_the_best_model_stop_and_survive_a_resume(synth_dir, tmp_path, monkeypatch):
+    import retinanet.engine.trainer as trainer_module
+
+    aps = iter([10.0, 20.0, 15.0, 15.0])
+    calls = []
+
+    def stub_evaluate(model, dataset, cfg, device, writer=None, step=None):
+        calls.append(step)
+        ap = next(aps)
+        return {k: ap for k in ("AP", "AP50", "AP75", "APs", "APm", "APl")}
+
+    monkeypatch.setattr(trainer_module, "evaluate", stub_evaluate)
+    states = {}
+
+    def keep(it, model):
+        states[it] = {k: v.clone() for k, v in model.state_dict().items()}
+
+    out = tmp_path / "run"
+    cfg = _cfg(synth_dir, out, "train.eval_period=1", "train.save_best=AP", "train.patience=2")
+    first = train(cfg, stop_after=3, on_step=keep)  # evaluations 10, 20, 15: best 20, one without
+    assert calls == [1, 2, 3] and not first["stopped_early"]
+    assert first["best"] == {"metric": "AP", "value": 20.0, "iteration": 2}
+    result = train(cfg, resume=True, on_step=keep)  # 15 again: the second in a row, patience 2
+    assert calls == [1, 2, 3, 4] and result["iteration"] == 4 and result["stopped_early"]
+    assert result["best"] == {"metric": "AP", "value": 20.0, "iteration": 2}  # restored from the checkpoint
+    best = torch.load(out / "model_best.pth", weights_only=True)
+    assert best["best"] == {"metric": "AP", "value": 20.0, "iteration": 2}
+    assert all(torch.equal(best["model"][k], v) for k, v in states[2].items())
+    ckpt = torch.load(out / "last_checkpoint.pth", weights_only=True)
+    assert ckpt["iteration"] == 4 and ckpt["progress"]["stopped_early"] and ckpt["progress"]["evals_since_best"] == 2
+    assert (out / "model_final.pth").is_file()
+    again = train(cfg, resume=True)  # a stopped run stays stopped: no step, no evaluation
+    assert again["iteration"] == 4 and calls == [1, 2, 3, 4]
+
+
+def test_save_best_needs_eval_period_and_a_metric_name():
+    from retinanet.config import ConfigError
+
+    with pytest.raises(ConfigError, match="train.patience needs evaluations during the run"):
+        load_config(None, ["train.patience=2"])
+    with pytest.raises(ConfigError, match="train.save_best"):
+        load_config(None, ["train.eval_period=10", "train.save_best=mAP"])
+
+
 def test_resume_applies_a_changed_learning_rate_and_refuses_a_changed_data_stream(synth_dir, tmp_path):
     import json
 
