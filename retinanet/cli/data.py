@@ -165,8 +165,9 @@ def cmd_data_synth(args: argparse.Namespace) -> int:
             num_train=args.train,
             num_val=args.val,
             image_size=args.image_size,
+            classes=args.classes.split(",") if args.classes else None,
         )
-    except ValueError as e:  # an existing dataset made with other parameters
+    except ValueError as e:  # an existing dataset made with other parameters, unknown classes
         raise CliError(str(e)) from None
     print(
         f"synthetic dataset ({args.train} train + {args.val} val images, seed {args.seed}): {root} "
@@ -221,6 +222,7 @@ def add_parsers(sub) -> None:
         ),
         epilog="examples:\n  retinanet data synth --out data/synth\n"
         "  retinanet data synth --out /tmp/tiny --train 8 --val 4 --seed 1\n"
+        "  retinanet data synth --out data/synth_rcs --train 40 --classes ring,cross,star --seed 7\n"
         "  retinanet train data.train_path=data/synth",
     )
     q.add_argument("--out", required=True, metavar="DIR", help="the dataset folder (created)")
@@ -229,6 +231,12 @@ def add_parsers(sub) -> None:
     q.add_argument("--val", type=int, default=100, metavar="M", help="validation images (default 100)")
     q.add_argument("--image-size", type=int, default=320, metavar="PX", help="square image side (default 320)")
     q.add_argument("--workers", type=int, metavar="W", help="processes drawing images (default: the CPUs)")
+    q.add_argument(
+        "--classes",
+        metavar="A,B,...",
+        help="draw only these shapes (of circle,square,triangle,ring,cross,star; default all): e.g. one half "
+        "to pretrain on, the other to fine-tune on",
+    )
     q.set_defaults(func=cmd_data_synth)
 
     q = data.add_parser(

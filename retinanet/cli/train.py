@@ -166,6 +166,8 @@ def add_parsers(sub) -> None:
         "      data.train_path=coco/annotations/instances_train2017.json data.train_images_dir=coco/train2017 \\\n"
         "      data.val_path=coco/annotations/instances_val2017.json data.val_images_dir=coco/val2017\n"
         "  retinanet train - data.kind=csv data.train_path=ann.csv data.class_map=classes.csv   # '-': paper defaults\n"
+        "  retinanet train configs/finetune/retinanet_r50_fpn_coco.yaml \\\n"
+        "      data.train_path=mine/train.csv data.val_path=mine/val.csv data.class_map=mine/classes.csv\n"
         "  retinanet train configs/synth/retinanet_r18_synth.yaml --resume   # from output_dir/last_checkpoint.pth\n"
         "  torchrun --nproc_per_node 2 -m retinanet train configs/synth/retinanet_r18_synth.yaml",
     )

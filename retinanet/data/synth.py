@@ -47,7 +47,7 @@ import shutil
 import tempfile
 import time
 from pathlib import Path
-from typing import Optional
+from typing import Optional, Sequence
 
 import numpy as np
 from PIL import Image, ImageDraw
@@ -308,14 +308,17 @@ def _sample_side(rng: np.random.Generator, scale: float) -> float:
     return math.exp(rng.uniform(math.log(lo), math.log(hi)))
 
 
-def make_image(rng: np.random.Generator, width: int, height: int) -> tuple[np.ndarray, list[tuple[list[float], int]]]:
-    """One synthetic image: (uint8 (H, W, 3), [(box xyxy, class index), ...])."""
+def make_image(
+    rng: np.random.Generator, width: int, height: int, classes: Sequence[str] = CLASSES
+) -> tuple[np.ndarray, list[tuple[list[float], int]]]:
+    """One synthetic image: (uint8 (H, W, 3), [(box xyxy, index in `classes`), ...]). Only the
+    shapes of `classes` are drawn (a subset of CLASSES: no unlabelled object of another class)."""
     scale = min(width, height) / 320.0
     img = background(height, width, rng)
     n_objects = 0 if rng.random() < EMPTY_IMAGE_P else 1 + int(rng.poisson(3.0))
     n_distractors = int(rng.integers(1, 5))
     # Items to place: class objects and distractors, in random order of placement.
-    kinds = [CLASSES[rng.integers(len(CLASSES))] for _ in range(min(n_objects, 10))]
+    kinds = [classes[rng.integers(len(classes))] for _ in range(min(n_objects, 10))]
     kinds += [DISTRACTORS[rng.integers(len(DISTRACTORS))] for _ in range(n_distractors)]
 
     placed: list[tuple[str, np.ndarray, np.ndarray, int, int]] = []  # kind, alpha, box, x0, y0
@@ -338,7 +341,7 @@ def make_image(rng: np.random.Generator, width: int, height: int) -> tuple[np.nd
 
     annotations = []
     # Distractors first, so that class objects are never occluded by a non-object.
-    for kind, alpha, box, x0, y0 in sorted(placed, key=lambda p: p[0] in CLASSES):
+    for kind, alpha, box, x0, y0 in sorted(placed, key=lambda p: p[0] in classes):
         ph, pw = alpha.shape
         # Patches may stick out of the image where the shape's ink does not.
         ya, yb, xa, xb = max(y0, 0), min(y0 + ph, height), max(x0, 0), min(x0 + pw, width)
@@ -348,8 +351,8 @@ def make_image(rng: np.random.Generator, width: int, height: int) -> tuple[np.nd
         colour = rgb * (1 - contrast + contrast * pattern[..., None])
         region = img[ya:yb, xa:xb]
         img[ya:yb, xa:xb] = region * (1 - a) + colour * a
-        if kind in CLASSES:
-            annotations.append(([float(v) for v in box], CLASSES.index(kind)))
+        if kind in classes:
+            annotations.append(([float(v) for v in box], list(classes).index(kind)))
 
     # Sensor-like noise, luminance only (a third of the cost of per-channel noise).
     img += rng.standard_normal((height, width, 1), dtype=np.float32) * np.float32(rng.uniform(0.01, 0.05))
@@ -369,10 +372,10 @@ def _size_wh(image_size: int | tuple[int, int]) -> tuple[int, int]:
     return int(w), int(h)
 
 
-def _write_image(job: tuple[Path, int, int, int, int, int]) -> list[tuple[list[float], int]]:
+def _write_image(job: tuple) -> list[tuple[list[float], int]]:
     """Draw and save image `i` of a split; returns its objects. Top level: runs in workers."""
-    folder, seed, split_code, i, width, height = job
-    pixels, objects = make_image(np.random.default_rng([seed, split_code, i]), width, height)
+    folder, seed, split_code, i, width, height, classes = job
+    pixels, objects = make_image(np.random.default_rng([seed, split_code, i]), width, height, classes)
     # 4:4:4 chroma: thin strokes of small shapes keep their colour.
     Image.fromarray(pixels).save(folder / f"{i + 1:06d}.jpg", quality=JPEG_QUALITY, subsampling=0)
     return objects
@@ -391,8 +394,9 @@ def generate_split(
     seed: int,
     image_size: int | tuple[int, int],
     workers: Optional[int] = None,
+    classes: Sequence[str] = CLASSES,
 ) -> dict:
-    """Write out_dir/<split>/*.jpg and return its COCO dict (category ids 1..6).
+    """Write out_dir/<split>/*.jpg and return its COCO dict (category ids 1..len(classes)).
 
     workers: processes drawing images (default: the CPUs, for >= 100 images). Each image has its
     own seed, so the files do not depend on the number of workers.
@@ -400,7 +404,7 @@ def generate_split(
     width, height = _size_wh(image_size)
     folder = out_dir / split
     folder.mkdir(parents=True, exist_ok=True)
-    jobs = [(folder, seed, SPLITS[split], i, width, height) for i in range(num_images)]
+    jobs = [(folder, seed, SPLITS[split], i, width, height, tuple(classes)) for i in range(num_images)]
     workers = _default_workers(num_images) if workers is None else workers
     if workers > 1:
         # fork, not spawn: spawn re-imports the caller's main module, which breaks scripts
@@ -429,7 +433,7 @@ def generate_split(
         "info": {"description": f"retinanet synthetic shapes v{SYNTH_VERSION}", "split": split, "seed": seed},
         "images": images,
         "annotations": annotations,
-        "categories": [{"id": k + 1, "name": name, "supercategory": "shape"} for k, name in enumerate(CLASSES)],
+        "categories": [{"id": k + 1, "name": name, "supercategory": "shape"} for k, name in enumerate(classes)],
     }
 
 
@@ -440,27 +444,45 @@ def generate_synthetic(
     num_val: int = DEFAULTS["num_val"],
     image_size: int | tuple[int, int] = DEFAULTS["image_size"],
     workers: Optional[int] = None,
+    classes: Optional[Sequence[str]] = None,
 ) -> Path:
     """Write the synthetic dataset (COCO format, layout in the module docstring) into out_dir.
 
-    image_size: an int (square) or (width, height). Same arguments -> byte-identical files,
-    whatever `workers`. Returns out_dir. About 30-50 ms per 320 px image per CPU core.
+    image_size: an int (square) or (width, height). classes: a subset of CLASSES, the only
+    shapes drawn (default all; e.g. one half to pretrain on, the other to fine-tune on). Same
+    arguments -> byte-identical files, whatever `workers`. Returns out_dir. About 30-50 ms per
+    320 px image per CPU core.
     """
+    classes = check_classes(classes)
     out_dir = Path(out_dir)
     (out_dir / "annotations").mkdir(parents=True, exist_ok=True)
     for split, n in (("train", num_train), ("val", num_val)):
-        coco = generate_split(out_dir, split, n, seed, image_size, workers)
+        coco = generate_split(out_dir, split, n, seed, image_size, workers, classes)
         with open(out_dir / "annotations" / f"instances_{split}.json", "w") as f:
             json.dump(coco, f)
     return out_dir
 
 
+def check_classes(classes: Optional[Sequence[str]]) -> tuple[str, ...]:
+    """`classes` (default all) as a tuple in CLASSES' order; ValueError naming unknown or no classes."""
+    if classes is None:
+        return CLASSES
+    unknown = sorted(set(classes) - set(CLASSES))
+    if unknown or not classes:
+        raise ValueError(f"synthetic classes {list(classes)}: expected some of {list(CLASSES)}")
+    return tuple(c for c in CLASSES if c in set(classes))
+
+
 def synth_params(seed: int = 0, **kw) -> dict:
-    """The full parameter record of a synthetic dataset (defaults filled in, version included)."""
+    """The full parameter record of a synthetic dataset (defaults filled in, version included;
+    `classes` only when a subset, so that the records of full datasets stay as they were)."""
+    classes = kw.pop("classes", None)
     unknown = set(kw) - set(DEFAULTS)
     if unknown:
-        raise TypeError(f"unknown synthetic dataset option(s) {sorted(unknown)}; known: {sorted(DEFAULTS)}")
+        raise TypeError(f"unknown synthetic dataset option(s) {sorted(unknown)}; known: {sorted(DEFAULTS)} or classes")
     params = {"version": SYNTH_VERSION, "seed": seed, **DEFAULTS, **kw}
+    if classes is not None and check_classes(classes) != CLASSES:
+        params["classes"] = list(check_classes(classes))
     if not isinstance(params["image_size"], int):
         params["image_size"] = list(_size_wh(params["image_size"]))
     return params
@@ -480,7 +502,7 @@ def ensure_synthetic(out_dir: Optional[str | Path] = None, seed: int = 0, worker
     last and renames the folder into place, so a crash or a concurrent generator (several
     ranks) never leaves a half-written dataset under out_dir. An existing complete dataset made
     with other parameters is an error rather than silently reused or overwritten.
-    kw: num_train, num_val, image_size. workers: see `generate_split` (does not change the files).
+    kw: num_train, num_val, image_size, classes. workers: see `generate_split` (does not change the files).
     """
     out_dir = Path(out_dir) if out_dir is not None else default_synth_dir(seed)
     params = synth_params(seed, **kw)

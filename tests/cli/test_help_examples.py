@@ -108,6 +108,12 @@ CASES: dict[str, Case] = {
     "retinanet train - data.kind=csv data.train_path=ann.csv data.class_map=classes.csv": Case(
         extra=TINY_TRAIN, outputs=False, creates=("outputs/model_final.pth",)
     ),
+    "retinanet train configs/finetune/retinanet_r50_fpn_coco.yaml data.train_path=mine/train.csv "
+    "data.val_path=mine/val.csv data.class_map=mine/classes.csv": Case(
+        extra=TINY_TRAIN,
+        outputs=False,
+        creates=("outputs/finetune/retinanet_r50_fpn_coco/weights_report.json", "outputs/finetune/*/model_best.pth"),
+    ),
     # The prepared run stopped at iteration 1 of 1; the resume continues it to 2.
     "retinanet train configs/synth/retinanet_r18_synth.yaml --resume": Case(
         extra=(*TINY_TRAIN, "train.max_iter=2"), prints=("trained to iteration 2",)
@@ -155,6 +161,9 @@ CASES: dict[str, Case] = {
     "retinanet data synth --out data/synth": Case(prints=("data/synth",)),
     "retinanet data synth --out /tmp/tiny --train 8 --val 4 --seed 1": Case(
         replace=(("/tmp/tiny", "{ws}/tmp/tiny"),), creates=("tmp/tiny/annotations/instances_train.json",)
+    ),
+    "retinanet data synth --out data/synth_rcs --train 40 --classes ring,cross,star --seed 7": Case(
+        creates=("data/synth_rcs/annotations/instances_val.json",)
     ),
     "retinanet train data.train_path=data/synth": Case(
         extra=TINY_TRAIN, outputs=False, creates=(f"{SYNTH_RUN}/model_final.pth",)
@@ -295,8 +304,8 @@ def _write_voc(root: Path, images: list[Path], annotations: dict) -> None:
     (root / "ImageSets" / "Main" / "test.txt").write_text("\n".join(ids) + "\n")
 
 
-def _write_csv(folder: Path, images: list[Path], annotations: dict) -> None:
-    """annotations.csv and ann.csv (the same boxes) and classes.csv, beside the images."""
+def _write_csv(folder: Path, images: list[Path], annotations: dict, names=("annotations.csv", "ann.csv")) -> None:
+    """CSV files of `names` (the same boxes) and classes.csv, beside the images."""
     cats = {c["id"]: c["name"] for c in annotations["categories"]}
     by_file = {im["file_name"]: im for im in annotations["images"]}
     rows = []
@@ -306,10 +315,10 @@ def _write_csv(folder: Path, images: list[Path], annotations: dict) -> None:
             if a["image_id"] == image_id:
                 x, y, w, h = a["bbox"]
                 rows.append(f"csv_images/{path.name},{x:.0f},{y:.0f},{x + w:.0f},{y + h:.0f},{cats[a['category_id']]}")
-    (folder / "csv_images").mkdir()
+    (folder / "csv_images").mkdir(parents=True)
     for path in images:
         shutil.copy(path, folder / "csv_images" / path.name)
-    for name in ("annotations.csv", "ann.csv"):
+    for name in names:
         (folder / name).write_text("\n".join(rows) + "\n")
     (folder / "classes.csv").write_text("".join(f"{n},{i}\n" for i, n in enumerate(cats.values())))
 
@@ -372,6 +381,7 @@ def base(tmp_path_factory):
         train_images = sorted((root / "tiny" / "train").iterdir())
         _write_voc(root / "VOCdevkit" / "VOC2007", train_images, train_ann)
         _write_csv(root, train_images, train_ann)
+        _write_csv(root / "mine", train_images, train_ann, names=("train.csv", "val.csv"))
         val_images = sorted((root / "tiny" / "val").iterdir())
         (root / "val").symlink_to(root / "tiny" / "val")
         (root / "photos").mkdir()

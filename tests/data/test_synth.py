@@ -106,3 +106,22 @@ def test_ensure_synthetic_concurrent(tmp_path):
     assert results == [str(out)] * 2 and (out / MARKER).is_file()
     assert sorted(p.name for p in tmp_path.iterdir()) == ["synth"]
     assert len(list((out / "train").iterdir())) == 4
+
+
+def test_a_class_subset_draws_only_those_shapes_and_keeps_full_datasets_as_they_were(tmp_path):
+    kw = dict(num_train=6, num_val=2, image_size=96, workers=1)
+    full = tree_bytes(generate_synthetic(tmp_path / "full", seed=3, **kw))
+    assert tree_bytes(generate_synthetic(tmp_path / "all", seed=3, classes=list(CLASSES), **kw)) == full
+    sub = generate_synthetic(tmp_path / "sub", seed=3, classes=["star", "ring"], **kw)
+    coco = json.loads((sub / "annotations" / "instances_train.json").read_text())
+    assert [c["name"] for c in coco["categories"]] == ["ring", "star"]  # in CLASSES' order
+    assert coco["annotations"] and {a["category_id"] for a in coco["annotations"]} <= {1, 2}
+    with pytest.raises(ValueError, match=r"synthetic classes \['hexagon'\]"):
+        generate_synthetic(tmp_path / "bad", classes=["hexagon"], **kw)
+    # The cache record names the subset; a full dataset's record is unchanged (no "classes").
+    ensure_synthetic(tmp_path / "cached", seed=3, num_train=6, num_val=2, image_size=96, classes=["star", "ring"])
+    assert json.loads((tmp_path / "cached" / MARKER).read_text())["classes"] == ["ring", "star"]
+    with pytest.raises(ValueError, match="holds a synthetic dataset made with"):
+        ensure_synthetic(tmp_path / "cached", seed=3, num_train=6, num_val=2, image_size=96)
+    ensure_synthetic(tmp_path / "cached_full", seed=3, num_train=6, num_val=2, image_size=96)
+    assert "classes" not in json.loads((tmp_path / "cached_full" / MARKER).read_text())

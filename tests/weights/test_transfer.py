@@ -118,3 +118,16 @@ def test_own_checkpoint_with_other_classes_and_the_report_json(tmp_path):
             fpn_channels=64,
             head_convs=1,
         )
+
+
+def test_the_fine_tuning_recipe_is_torchvisions_architecture(published_file):
+    from retinanet.config import load_config
+    from retinanet.utils.paths import project_path
+
+    cfg = load_config(project_path("configs/finetune/retinanet_r50_fpn_coco.yaml"))
+    loaded = load_model(None, config=cfg, class_names=["pallet", "forklift"])
+    # Nothing but the class layer differs from the weights: no option that changes what they mean.
+    assert loaded.report.differences == {} and set(loaded.report.reinitialised) == CLASSIFIER
+    assert loaded.model.head.cls_score.out_channels == 9 * 2 and loaded.class_names == ["pallet", "forklift"]
+    state = loaded.model.state_dict()
+    assert torch.equal(state["fpn.p6.weight"], published_file["fpn.p6.weight"])
