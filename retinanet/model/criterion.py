@@ -9,6 +9,7 @@ from typing import get_args
 import torch
 import torch.distributed as dist
 from torch import Tensor
+from torchvision.ops import generalized_box_iou_loss
 
 from . import losses, ohem
 from .assignment import IGNORE, BoxCoder, Matcher, pad_targets
@@ -88,10 +89,14 @@ class RetinaNetCriterion:
         anchor_labels, matched_boxes, fg = self.assign(anchors, targets)
 
         img, idx = fg.nonzero(as_tuple=True)
-        target_deltas = self.box_coder.encode(matched_boxes[img, idx], anchors[idx])
-        per_anchor = losses.smooth_l1_loss(
-            box_deltas[img, idx].float(), target_deltas, beta=self.smooth_l1_beta, reduction="none"
-        ).sum(-1)
+        if self.box_loss == "giou":  # on the decoded box against its ground truth, as torchvision's v2
+            pred = self.box_coder.decode(box_deltas[img, idx].float(), anchors[idx])
+            per_anchor = generalized_box_iou_loss(pred, matched_boxes[img, idx].float(), reduction="none", eps=1e-7)
+        else:
+            target_deltas = self.box_coder.encode(matched_boxes[img, idx], anchors[idx])
+            per_anchor = losses.smooth_l1_loss(
+                box_deltas[img, idx].float(), target_deltas, beta=self.smooth_l1_beta, reduction="none"
+            ).sum(-1)
         box_per_image = torch.zeros(B, device=per_anchor.device, dtype=per_anchor.dtype).index_add_(0, img, per_anchor)
 
         if self.cls_loss == "ohem":

@@ -1,9 +1,10 @@
-"""Weight compatibility with torchvision's `retinanet_resnet50_fpn` (v1).
+"""Weight compatibility with torchvision's `retinanet_resnet50_fpn` (v1) and `_v2`.
 
 `from_torchvision(state_dict)` builds our model configured exactly like torchvision's (91 classes,
-its anchors, P6 from P5, L1 box loss, per-image loss normalization, 800/1333 resize padded to
-32, 300 detections) and loads the weights: torchvision's published COCO checkpoint (36.4 AP)
-becomes a model of this library.
+its anchors, 800/1333 resize padded to 32, 300 detections; v1: P6 from P5, L1 box loss; v2: P6
+from C5, GroupNorm head, GIoU loss; per-image loss normalization) and loads the weights:
+torchvision's published COCO checkpoints (36.4 and 41.5 AP) become models of this library. The
+version is read from the keys (v2's head convs are followed by GroupNorm).
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ import re
 from torch import Tensor
 
 from ..model.build import build_model
-from ..model.config import ModelConfig, torchvision_v1_config
+from ..model.config import ModelConfig, torchvision_v1_config, torchvision_v2_config
 from ..model.retinanet import RetinaNet
 
 # torchvision key pattern -> ours. Backbone trunk names are shared (conv1, bn1, layer1-4).
@@ -46,7 +47,17 @@ def convert_torchvision_state_dict(state_dict: dict[str, Tensor]) -> dict[str, T
                 break
         else:
             raise KeyError(f"unexpected key in torchvision RetinaNet state dict: {key}")
+    # v2's head convs have no bias (GroupNorm follows); ours keep one: zero, the same outputs.
+    for key in [k for k in out if re.fullmatch(r"head\.(cls|box)_subnet\.\d+\.0\.weight", k)]:
+        bias = key[: -len("weight")] + "bias"
+        if bias not in out:
+            out[bias] = out[key].new_zeros(out[key].shape[0])
     return out
+
+
+def torchvision_version(state_dict: dict) -> int:
+    """2 for the key layout of `retinanet_resnet50_fpn_v2` (GroupNorm after the head convs), else 1."""
+    return 2 if "head.classification_head.conv.0.1.weight" in state_dict else 1
 
 
 def is_torchvision_state_dict(state_dict: dict) -> bool:
@@ -55,10 +66,12 @@ def is_torchvision_state_dict(state_dict: dict) -> bool:
 
 
 def torchvision_model_config(state_dict: dict[str, Tensor], **overrides) -> ModelConfig:
-    """torchvision's `retinanet_resnet50_fpn` configuration, the number of classes read from the
-    weights (9 anchors per location), with ModelConfig field overrides."""
+    """torchvision's `retinanet_resnet50_fpn` (or `_v2`, read from the keys) configuration, the
+    number of classes read from the weights (9 anchors per location), with ModelConfig field
+    overrides."""
     num_classes = state_dict["head.classification_head.cls_logits.weight"].shape[0] // 9
-    return torchvision_v1_config(**{"num_classes": num_classes, **overrides})
+    make = torchvision_v2_config if torchvision_version(state_dict) == 2 else torchvision_v1_config
+    return make(**{"num_classes": num_classes, **overrides})
 
 
 def from_torchvision(state_dict: dict[str, Tensor], **overrides) -> RetinaNet:
