@@ -93,6 +93,9 @@ class DataConfig:
     num_workers: int = 2
     aspect_ratio_grouping: bool = True  # batch landscape with landscape images (Detectron)
     hflip_prob: float = 0.5  # horizontal flip, the paper's only augmentation (§4)
+    # More augmentation for small datasets, in order (retinanet/data/augment.py): photometric,
+    # vflip, rot90, iou_crop, zoom_out, lsj, each optionally with parameters: "zoom_out(max_scale=3)".
+    augment: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         check_choices(self, "data", ConfigError)

@@ -79,7 +79,14 @@ def cmd_data_show(args: argparse.Namespace) -> int:
         f"{m.scales_per_octave} scales x ratios {tuple(m.aspect_ratios)}, input {m.min_size}/{m.max_size}, "
         f"positive at IoU >= {m.fg_iou_thresh:g}" + (" (+ low-quality matches)" if m.allow_low_quality_matches else "")
     )
-    results = show_images(dataset, m, args.out, indices)
+    if args.augmented:
+        from ..data.build import train_transforms
+
+        if not cfg.data.augment and not cfg.data.hflip_prob:
+            raise CliError("--augmented: no augmentation configured (set data.augment=[...] or data.hflip_prob)")
+        dataset.transforms = train_transforms(cfg.data)
+        print(f"augmented {args.augmented} times each: flip p={cfg.data.hflip_prob:g}, {list(cfg.data.augment)}")
+    results = show_images(dataset, m, args.out, indices, draws=args.augmented)
     boxes = unreached = 0
     for r in results:
         boxes += r["boxes"]
@@ -273,23 +280,30 @@ def add_parsers(sub) -> None:
         "show",
         help="draw ground truth with the anchors that would be its positives",
         formatter_class=FMT,
-        usage="retinanet data show [-h] DATASET --out DIR [--num N | --index I ...] [--config CONFIG] [KEY=VALUE ...]",
+        usage="retinanet data show [-h] DATASET --out DIR [--num N | --index I ...] [--augmented K] [--config CONFIG] "
+        "[KEY=VALUE ...]",
         description=wrap(
             "Draw images of a dataset with their ground-truth boxes and, for each box, the anchors that "
             "training would make its positives (the model's resize, anchors and matcher: IoU >= "
             "model.fg_iou_thresh, thin outlines; low-quality matches dotted). Boxes that no anchor reaches at "
             "that IoU are drawn red and crossed, with their best IoU. One PNG per image in DIR. The anchors "
-            "and input scale come from --config (default: the paper's) and KEY=VALUE overrides."
+            "and input scale come from --config (default: the paper's) and KEY=VALUE overrides. --augmented K "
+            "draws K augmented versions of each image instead (the training transforms: data.hflip_prob and "
+            "data.augment), with their boxes as training sees them."
         ),
         epilog="examples:\n"
         "  retinanet data show data/synth --config configs/synth/retinanet_r18_synth.yaml --out show/\n"
         "  retinanet data show coco/annotations/instances_val2017.json --out show/ --num 4 \\\n"
         "      anchor_sizes=[16,32,64,128,256]\n"
-        "  retinanet data show VOCdevkit/VOC2007 --split test --index 0 --index 7 --out show/",
+        "  retinanet data show VOCdevkit/VOC2007 --split test --index 0 --index 7 --out show/\n"
+        "  retinanet data show data/synth --num 2 --augmented 4 --out show/ 'data.augment=[photometric,lsj,rot90]'",
     )
     q.add_argument("--out", required=True, metavar="DIR", help="the folder of the pictures (created)")
     q.add_argument("--num", type=int, default=8, metavar="N", help="the first N images with boxes (default 8)")
     q.add_argument("--index", type=int, action="append", metavar="I", help="draw image I (0-based; repeatable) instead")
+    q.add_argument(
+        "--augmented", type=int, default=0, metavar="K", help="K augmented versions of each image (data.augment)"
+    )
     dataset_options(q)
     q.set_defaults(func=cmd_data_show, takes_overrides=True)
 

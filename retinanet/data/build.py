@@ -6,6 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING, Callable, Optional, Sequence
 
+from retinanet.config import ConfigError
 from retinanet.data.coco import CocoDetection
 from retinanet.data.common import DatasetError, DetectionDataset, MissingFileError, require_exists
 from retinanet.data.csv_dataset import CsvDetection
@@ -130,6 +131,19 @@ def build_dataset(
     return CsvDetection(path, class_map, class_names=class_names, images_dir=images_dir, **common)
 
 
+def train_transforms(d) -> Compose:
+    """The training set's random transforms: the flip (data.hflip_prob), then data.augment (a
+    ConfigError naming a bad item)."""
+    from .augment import Augment
+
+    steps: list[Callable] = [RandomHorizontalFlip(d.hflip_prob)] if d.hflip_prob > 0 else []
+    try:
+        steps += [Augment(d.augment)] if d.augment else []
+    except ValueError as e:
+        raise ConfigError(str(e)) from None
+    return Compose(steps)
+
+
 def synthetic_root(path: str | None) -> Path:
     """The folder of the synthetic dataset for data.kind=synth: `path` (data.train_path) when it
     holds one already (any size), else generated there, or at the default location, once."""
@@ -168,7 +182,6 @@ def build_datasets(cfg: "Config", train: bool = True, class_names: Optional[Sequ
     if train:
         if train_path is None:
             raise ValueError("data.train_path is not set")
-        flip = [RandomHorizontalFlip(d.hflip_prob)] if d.hflip_prob > 0 else []
         extra = {"split": d.train_split} if kind == "voc" else {}
         if takes_names and class_names is not None:
             extra["class_names"] = class_names
@@ -176,7 +189,7 @@ def build_datasets(cfg: "Config", train: bool = True, class_names: Optional[Sequ
             kind,
             train_path,
             images_dir=train_images,
-            transforms=Compose(flip),
+            transforms=train_transforms(d),
             keep_empty=d.keep_empty,
             **extra,
             **common,

@@ -65,10 +65,14 @@ def match_anchors(
     return {"positives": positives, "low_quality": low, "best_iou": best, "reached": best >= cfg.fg_iou_thresh}
 
 
-def show_images(dataset: DetectionDataset, cfg: ModelConfig, out: str | Path, indices: Sequence[int]) -> list[dict]:
+def show_images(
+    dataset: DetectionDataset, cfg: ModelConfig, out: str | Path, indices: Sequence[int], draws: int = 0
+) -> list[dict]:
     """Draw `indices` of `dataset` with their anchor matches into out/<stem>.png (one picture per
     image; repeated stems get -2, -3, ...). Returns per image {"index", "file_name", "path",
-    "boxes", "positives" [per box], "low_quality" [per box], "best_iou" [per box], "unreached"}."""
+    "boxes", "positives" [per box], "low_quality" [per box], "best_iou" [per box], "unreached"}.
+    draws > 0: that many pictures per image, out/<stem>_aug<k>.png, each through the dataset's
+    random transforms seeded by (image, k) (the augmented training samples)."""
     from ..utils.visualize import draw_anchor_matches
 
     out = Path(out)
@@ -76,8 +80,15 @@ def show_images(dataset: DetectionDataset, cfg: ModelConfig, out: str | Path, in
     generator = anchor_generator(cfg)
     infos = [dataset.image_info(i) for i in indices]
     results = []
-    for i, info, stem in zip(indices, infos, unique_stems([info["file_name"] for info in infos])):
-        image, target = dataset[i]
+    jobs = [
+        (i, info, stem if not draws else f"{stem}_aug{k}", k)
+        for i, info, stem in zip(indices, infos, unique_stems([info["file_name"] for info in infos]))
+        for k in (range(1, draws + 1) if draws else [0])
+    ]
+    for i, info, stem, k in jobs:
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(i * 1_000 + k)
+            image, target = dataset[i]
         m = match_anchors(target["boxes"], image.shape[1], image.shape[2], cfg, generator)
         picture = draw_anchor_matches(
             image,

@@ -155,7 +155,12 @@ def config_hash(cfg: Config) -> str:
     tree.get("data", {}).pop("num_workers", None)
     # Options added after runs were cached, hashed only when set: at their default they change
     # nothing, and the cached runs keep their hashes.
-    added = (("data", "verify_images", False), ("model", "weights", None), ("model", "weights_class_map", "index"))
+    added = (
+        ("data", "verify_images", False),
+        ("data", "augment", []),
+        ("model", "weights", None),
+        ("model", "weights_class_map", "index"),
+    )
     for section, key, default in added:
         if tree.get(section, {}).get(key, default) == default:
             tree.get(section, {}).pop(key, None)

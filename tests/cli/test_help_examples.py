@@ -183,6 +183,9 @@ CASES: dict[str, Case] = {
         Case(creates=("show/*.png",))
     ),
     "retinanet data show VOCdevkit/VOC2007 --split test --index 0 --index 7 --out show/": Case(creates=("show/*.png",)),
+    "retinanet data show data/synth --num 2 --augmented 4 --out show/ data.augment=[photometric,lsj,rot90]": Case(
+        creates=("show/000001_aug4.png", "show/000002_aug1.png")
+    ),
     # ---- analyze
     "retinanet analyze anchors data/synth --config configs/synth/retinanet_r18_synth.yaml --out coverage.png": Case(
         creates=("coverage.png",)

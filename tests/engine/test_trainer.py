@@ -319,12 +319,16 @@ RUNNER = textwrap.dedent(
 )
 
 
-def test_killed_run_resumes_to_identical_weights(synth_dir, tmp_path):
+@pytest.mark.parametrize(
+    "augment", ["[]", "[photometric,vflip,rot90,iou_crop,zoom_out,lsj]"], ids=["flip", "all_augmentations"]
+)
+def test_killed_run_resumes_to_identical_weights(synth_dir, tmp_path, augment):
     base = TINY + [
         f"data.train_path={synth_dir}",
         "train.max_iter=8",
         "train.deterministic=true",
         "model.train_min_sizes=[96,128]",
+        f"data.augment={augment}",  # every draw seeded by the stream position: the same on resume
     ]
     # uninterrupted reference
     ref = tmp_path / "ref"
