@@ -17,6 +17,7 @@ import argparse
 import dataclasses
 import json
 import statistics
+from pathlib import Path
 
 from retinanet.config import load_config
 from retinanet.data.synth import default_synth_dir, ensure_synthetic
@@ -56,7 +57,10 @@ def main(argv=None) -> int:
 
     source_data = dataset(11, SOURCE_CLASSES, 600)
     source, source_dir = run([f"data.train_path={source_data}"], runs_dir)
-    weights = f"{source_dir}/model_final.pth"
+    weights = Path(source_dir) / "model_final.pth"
+    if not weights.is_file():  # only result.json is kept in git: train the source again here
+        (Path(source_dir) / "result.json").unlink()
+        source, source_dir = run([f"data.train_path={source_data}"], runs_dir)
 
     target_data = dataset(12, TARGET_CLASSES, args.train_images)
     steps = [round(args.iters * 2 / 3), round(args.iters * 8 / 9)]

@@ -2,6 +2,7 @@
 
 import sys as _sys
 
+from .deploy.optimize import optimize_for_inference
 from .model import losses
 from .model.build import build_model
 from .model.config import ModelConfig
@@ -16,6 +17,7 @@ __all__ = [
     "get_model",
     "load_model",
     "from_torchvision",
+    "optimize_for_inference",
     "VARIANTS",
 ]
 __version__ = "0.1.0"

@@ -15,3 +15,17 @@ def assert_same_detections(a, b, box_tol=0.01, score_tol=1e-4):
     box_err = torch.where(same_label & close_score, box_err, torch.full_like(box_err, float("inf")))
     assert box_err.min(1).values.max().item() <= box_tol
     assert box_err.min(0).values.max().item() <= box_tol
+
+
+def write_mp4(path, frames, fps=5):
+    """An MPEG-4 video of PIL `frames` (PyAV, a declared dependency)."""
+    import av
+
+    with av.open(str(path), "w") as container:
+        stream = container.add_stream("mpeg4", rate=fps)
+        stream.width, stream.height, stream.pix_fmt = frames[0].width, frames[0].height, "yuv420p"
+        for frame in frames:
+            for packet in stream.encode(av.VideoFrame.from_image(frame)):
+                container.mux(packet)
+        for packet in stream.encode():
+            container.mux(packet)

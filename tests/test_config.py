@@ -259,7 +259,7 @@ def test_components_check_the_same_choices():
         (lambda: AnchorGenerator(style="detectron"), AnchorStyle),
         (lambda: RetinaNetHead(8, 9, 2, norm="bn"), HeadNorm),
         (lambda: criterion(cls_loss="bce"), ClsLoss),
-        (lambda: criterion(box_loss="giou"), BoxLoss),
+        (lambda: criterion(box_loss="iou"), BoxLoss),
         (lambda: criterion(normalizer="anchors"), LossNormalizer),
     ]:
         with pytest.raises(ValueError, match=re.escape(str(list(get_args(alias))))):
@@ -299,7 +299,7 @@ def test_shipped_configs_load(path):
     text = path.read_text()
     assert text.startswith("#"), "each config says what it is in a leading comment"
     cfg = load_config(path)
-    assert cfg.data.kind in ("coco", "synth")
+    assert cfg.data.kind in ("coco", "synth", "csv")
     assert diff_from_defaults(cfg), "a config holds differences"
 
 

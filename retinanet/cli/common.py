@@ -120,6 +120,24 @@ def load_for_command(args: argparse.Namespace, **model_overrides) -> LoadedModel
     return load(args.weights, name=args.model, config=args.config, **model_overrides)
 
 
+def fast_model(model, args: argparse.Namespace, channels_last: bool = True):
+    """`model` in eval mode, with the inference fast paths (BatchNorm folded into the convolutions,
+    channels_last; the same detections, tests/cli/test_cli.py) unless --no-fast."""
+    if getattr(args, "no_fast", False):
+        return model.eval()
+    from ..deploy.optimize import optimize_for_inference
+
+    return optimize_for_inference(model, channels_last=channels_last, inplace=True)
+
+
+def add_fast_option(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--no-fast",
+        action="store_true",
+        help="the plain model: no BatchNorm folding or channels_last (the default applies both; same detections)",
+    )
+
+
 def add_model_source_options(p: argparse.ArgumentParser) -> None:
     """--config and --model: the architecture of a checkpoint without a saved config."""
     p.add_argument("--config", metavar="CONFIG", help="the model config, for a checkpoint without a saved config")

@@ -12,7 +12,17 @@ from pathlib import Path
 import torch
 
 from ..weights.zoo import TORCHVISION_COCO
-from .common import EXIT_FAILED, EXIT_OK, FMT, CliError, add_model_source_options, load_for_command, wrap
+from .common import (
+    EXIT_FAILED,
+    EXIT_OK,
+    FMT,
+    CliError,
+    add_fast_option,
+    add_model_source_options,
+    fast_model,
+    load_for_command,
+    wrap,
+)
 
 
 def _split_videos(inputs: list[str]) -> tuple[list[str], list[Path]]:
@@ -48,7 +58,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
     loaded = load_for_command(args, score_thresh=args.score_thresh)
     model, class_names = loaded.model, loaded.class_names
     device = resolve_device(args.device)
-    model.to(device).eval()
+    model = fast_model(model.to(device), args)
     out.mkdir(parents=True, exist_ok=True)
     coco = None
     if args.coco:
@@ -108,7 +118,8 @@ def cmd_export(args: argparse.Namespace) -> int:
         overrides["score_thresh"] = args.score_thresh
     if args.detections_per_img is not None:
         overrides["detections_per_img"] = args.detections_per_img
-    model = load_for_command(args, **overrides).model.cpu().eval()
+    # BatchNorm folded (a smaller, faster graph); channels_last is a runtime layout, not exported.
+    model = fast_model(load_for_command(args, **overrides).model.cpu(), args, channels_last=False)
     out = Path(args.out)
     if out.is_dir():
         raise CliError(f"--out {out} is a folder: give the file to write (model.onnx, model.pt)")
@@ -189,6 +200,7 @@ def add_parsers(sub) -> None:
         "--score-thresh", type=float, default=0.3, metavar="S", help="keep detections with score >= S (default 0.3)"
     )
     add_model_source_options(p)
+    add_fast_option(p)
     p.add_argument("--device", default="auto", help="auto (default), cpu, cuda, cuda:1, ...")
     p.add_argument(
         "--batch-size", type=int, default=1, metavar="N", help="images or frames per forward pass (default 1)"
@@ -237,5 +249,6 @@ def add_parsers(sub) -> None:
     )
     p.add_argument("--opset", type=int, default=17, metavar="N", help="ONNX opset version (default 17)")
     add_model_source_options(p)
+    add_fast_option(p)
     p.add_argument("--no-verify", action="store_true", help="skip the check against the eager model")
     p.set_defaults(func=cmd_export)

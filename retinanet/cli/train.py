@@ -15,7 +15,9 @@ from .common import (
     FMT,
     OVERRIDES_HELP,
     CliError,
+    add_fast_option,
     check_data_paths,
+    fast_model,
     load,
     print_config,
     read_checkpoint,
@@ -92,7 +94,9 @@ def cmd_eval(args: argparse.Namespace) -> int:
             f"{val_ds.num_classes} ({names}): wrong checkpoint for this dataset?"
         )
     device = resolve_device(cfg.train.device)
-    metrics = evaluate(model.to(device), val_ds, cfg, device, args.max_images, results_path=args.results)
+    metrics = evaluate(
+        fast_model(model.to(device), args), val_ds, cfg, device, args.max_images, results_path=args.results
+    )
     n = len(val_ds) if args.max_images is None else min(args.max_images, len(val_ds))
     print(format_ap_table(metrics, title=f"COCO bbox AP of {args.weights} on {val_ds.source} ({n} images)"))
     if args.per_class:
@@ -213,6 +217,7 @@ def add_parsers(sub) -> None:
     p.add_argument("--results", metavar="JSON", help="also write the detections as a COCO results JSON file")
     p.add_argument("--per-class", action="store_true", help="also print the AP of each class")
     p.add_argument("--max-images", type=int, metavar="N", help="evaluate the first N images only")
+    add_fast_option(p)
     p.add_argument("--config", metavar="CONFIG", help="the YAML file, as an option (same as the positional CONFIG)")
     p.set_defaults(func=cmd_eval, takes_overrides=True)
 

@@ -375,3 +375,43 @@ def test_draw_detections_and_grid(tmp_path):
     assert pixels[2, 0].sum() == 0  # the low-score box in the corner is not drawn
     path = save_grid([drawn, drawn, drawn], tmp_path / "g" / "grid.png", titles=["1", "2", "3"])
     assert Image.open(path).width > 2 * 80  # 2 columns
+
+
+def test_predict_and_eval_are_fast_by_default_with_the_plain_models_results(synth, tmp_path, capsys):
+    from helpers import assert_same_detections
+
+    # Trainable BatchNorm with non-trivial statistics: folding them changes every convolution.
+    torch.manual_seed(0)
+    cfg = _tiny_model_cfg(6).replace(norm="bn", freeze_at=0)
+    model = build_model(cfg)
+    with torch.no_grad():
+        for m in model.modules():
+            if isinstance(m, torch.nn.BatchNorm2d):
+                m.running_mean.uniform_(-0.2, 0.2)
+                m.running_var.uniform_(0.5, 1.5)
+                m.weight.uniform_(0.5, 1.5)
+    ckpt = tmp_path / "bn.pth"
+    torch.save({"model": model.state_dict(), "config": config_to_dict(Config(model=cfg))}, ckpt)
+    Image.effect_noise((96, 80), 60).convert("RGB").save(tmp_path / "a.png")
+
+    def detections(*flags):
+        out = tmp_path / ("plain" if flags else "fast")
+        argv = ["predict", "--weights", str(ckpt), str(tmp_path / "a.png"), "--out", str(out), "--score-thresh", "0"]
+        assert main([*argv, "--no-pictures", *flags]) == 0
+        dets = json.loads((out / "a.json").read_text())["detections"]
+        return {
+            "boxes": torch.tensor([d["box"] for d in dets]),
+            "scores": torch.tensor([d["score"] for d in dets]),
+            "labels": torch.tensor([d["label"] for d in dets]),
+        }
+
+    assert_same_detections(detections(), detections("--no-fast"), box_tol=0.02, score_tol=1e-3)
+
+    def ap_table(*flags):
+        argv = ["eval", "--weights", str(ckpt), f"data.train_path={synth}", "data.kind=synth", "data.num_workers=0"]
+        argv += [str(REPO / "configs/synth/retinanet_r18_synth.yaml"), *flags]
+        assert main(argv) == 0
+        return [line for line in capsys.readouterr().out.splitlines() if line.startswith("| ") and "AP" not in line]
+
+    assert ap_table() == ap_table("--no-fast")
+    assert main(["predict", "--help"]) == 0 and "--no-fast" in capsys.readouterr().out

@@ -26,6 +26,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from helpers import write_mp4
 from PIL import Image
 
 from retinanet.cli import build_parser, main
@@ -326,19 +327,6 @@ def _write_csv(folder: Path, images: list[Path], annotations: dict, names=("anno
     (folder / "classes.csv").write_text("".join(f"{n},{i}\n" for i, n in enumerate(cats.values())))
 
 
-def _write_clip(path: Path, frames: list[Image.Image], fps: int = 5) -> None:
-    import av
-
-    with av.open(str(path), "w") as container:
-        stream = container.add_stream("mpeg4", rate=fps)
-        stream.width, stream.height, stream.pix_fmt = frames[0].width, frames[0].height, "yuv420p"
-        for frame in frames:
-            for packet in stream.encode(av.VideoFrame.from_image(frame)):
-                container.mux(packet)
-        for packet in stream.encode():
-            container.mux(packet)
-
-
 def _run_here(argv: list[str]) -> None:
     assert main(argv) == 0, f"preparing the stand-ins: `retinanet {' '.join(argv)}` failed"
 
@@ -392,7 +380,7 @@ def base(tmp_path_factory):
             Image.open(src).convert("RGB").save(root / "photos" / f"p{i}.jpg")
         Image.open(val_images[2]).convert("RGB").save(root / "street.jpg")
         Image.open(val_images[3]).convert("RGB").save(root / "a.jpg")
-        _write_clip(root / "clip.mp4", [Image.open(p).convert("RGB").resize((96, 96)) for p in val_images[:3]])
+        write_mp4(root / "clip.mp4", [Image.open(p).convert("RGB").resize((96, 96)) for p in val_images[:3]])
         # Runs to evaluate, predict with and resume: one iteration each.
         _run_here(["train", "configs/synth/retinanet_r18_synth.yaml", *TINY_TRAIN])
         coco_run = ["train", "configs/coco/retinanet_r50_fpn_1x.yaml", *TINY_TRAIN]

@@ -6,6 +6,7 @@ import sys
 import numpy as np
 import pytest
 import torch
+from helpers import write_mp4
 from PIL import Image
 
 from retinanet.cli import main
@@ -153,24 +154,11 @@ def test_predict_help_mentions_folders_and_videos(capsys):
         assert word in text
 
 
-def _write_mp4(path, frames, fps=5):
-    import av
-
-    with av.open(str(path), "w") as container:
-        stream = container.add_stream("mpeg4", rate=fps)
-        stream.width, stream.height, stream.pix_fmt = frames[0].width, frames[0].height, "yuv420p"
-        for frame in frames:
-            for packet in stream.encode(av.VideoFrame.from_image(frame)):
-                container.mux(packet)
-        for packet in stream.encode():
-            container.mux(packet)
-
-
 def test_predict_mp4_with_pyav(checkpoint, tmp_path, capsys):
     import av
 
     video = tmp_path / "clip.mp4"
-    _write_mp4(video, _frames(5, size=(96, 64)))
+    write_mp4(video, _frames(5, size=(96, 64)))
     out = tmp_path / "pred"
     assert main(_predict_video(checkpoint, video, out)) == 0
     data = json.loads((out / "clip_detections.json").read_text())
