@@ -526,7 +526,24 @@ def test_training_on_voc_xml_and_csv(synth_dir, tmp_path):
 def test_bf16_autocast_training_on_cpu(synth_dir, tmp_path):
     import json
 
-    result = train(_cfg(synth_dir, tmp_path, "train.amp=bf16", "train.max_iter=2", "train.lr_steps=[1]"))
+    # After the first step, hooks record the dtype of the FPN's and the head's outputs in the
+    # second step's forward: under autocast the convolutions compute in bf16.
+    seen = {}
+
+    def record(name):
+        def hook(module, inputs, output):  # returns None: the output is left as it is
+            seen.setdefault(name, output.dtype)
+
+        return hook
+
+    def hook_after_first_step(it, model):
+        if it == 1:
+            model.fpn.output[0].register_forward_hook(record("fpn"))
+            model.head.cls_score.register_forward_hook(record("head"))
+
+    cfg = _cfg(synth_dir, tmp_path, "train.amp=bf16", "train.max_iter=2", "train.lr_steps=[1]")
+    result = train(cfg, on_step=hook_after_first_step)
+    assert seen == {"fpn": torch.bfloat16, "head": torch.bfloat16}
     losses = [
         json.loads(line)["loss"] for line in (tmp_path / "metrics.jsonl").read_text().splitlines() if '"loss"' in line
     ]

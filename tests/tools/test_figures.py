@@ -18,9 +18,23 @@ def test_fig1_curve_values_are_the_spec_worked_example():
     np.testing.assert_allclose(figures.focal_loss_of_pt(pt, 2.0), [1.7483825, 0.0014101], rtol=1e-4)
 
 
-def test_fig1_png(tmp_path):
+def test_fig1_png_plots_the_focal_loss_of_each_gamma(tmp_path, monkeypatch):
+    # The data behind the picture: each curve is -(1 - p_t)^γ log(p_t) of its γ (§3, Fig. 1).
+    drawn = {}
+    save = figures.save_figure
+
+    def keep(fig, out):
+        drawn.update({line.get_label(): (line.get_xdata(), line.get_ydata()) for line in fig.axes[0].get_lines()})
+        return save(fig, out)
+
+    monkeypatch.setattr(figures, "save_figure", keep)
     out = figures.plot_fig1(tmp_path / "fig1.png")
     assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and out.stat().st_size > 10_000
+    assert sorted(drawn) == sorted(["γ = 0 (CE)", "γ = 0.5", "γ = 1", "γ = 2", "γ = 5"])
+    for label, (pt, loss) in drawn.items():
+        gamma = 0.0 if "CE" in label else float(label.split("= ")[1])
+        np.testing.assert_allclose(loss, -((1 - pt) ** gamma) * np.log(pt), rtol=1e-12)
+        assert pt.min() > 0 and pt.max() == 1.0
 
 
 def test_fig2_from_a_speed_report(tmp_path):
