@@ -108,7 +108,8 @@ def train(
 
     # With model.weights (fine-tuning) every tensor comes from those weights: no ImageNet backbone first.
     model = build_model(cfg.model.replace(pretrained_backbone=False) if cfg.model.weights else cfg.model)
-    resuming = resume and (out / "last_checkpoint.pth").exists()
+    last = out / "last_checkpoint.pth"
+    resuming = resume and last.exists()
     if cfg.model.weights and not resuming:  # a resumed run's weights are its checkpoint's
         report = init_from_weights(model, cfg.model, train_ds.class_names)
         log.info("%s", report.summary())
@@ -128,9 +129,8 @@ def train(
     if (tc.save_best or tc.patience) and val_ds is None:
         raise ConfigError("train.save_best / train.patience need a validation set: set data.val_path")
     start_iter = 0
-    last = out / "last_checkpoint.pth"
     saved_progress: dict = {}
-    if resume and last.exists():
+    if resuming:
         start_iter, saved_progress = restore_training_state(last, model, optimizer, scheduler, scaler, cfg, rank)
         log.info("resumed from %s at iteration %d", last, start_iter)
     elif resume:

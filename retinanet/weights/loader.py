@@ -219,14 +219,20 @@ def init_from_weights(model: RetinaNet, model_cfg: ModelConfig, class_names: Seq
     run = Config(model=model_cfg.replace(weights=None))
     state, src_cfg, _, ckpt, labels_are_ids = _source(weights, None, run, config_given=True)
     saved = config_from_dict(ckpt["config"]) if ckpt.get("config") is not None else Config(model=src_cfg)
+    names = _source_names(ckpt, saved, src_cfg, labels_are_ids)
+    return _transfer(model, state, model_cfg, src_cfg, weights, names, class_names)
+
+
+def _transfer(model, state, model_cfg: ModelConfig, src_cfg: ModelConfig, source: str, source_names, class_names):
+    """`transfer_state` with its errors as WeightsError (the loader's one error type)."""
     try:
         return transfer_state(
             model,
             state,
             model_cfg,
             src_cfg,
-            source=weights,
-            source_names=_source_names(ckpt, saved, src_cfg, labels_are_ids),
+            source=source,
+            source_names=source_names,
             target_names=class_names,
             class_map=model_cfg.weights_class_map,
         )
@@ -277,19 +283,8 @@ def load_model(
         n != src_cfg.num_classes or (class_names is not None and list(class_names) != (src_names or []))
     )
     if fine_tune:
-        try:
-            report = transfer_state(
-                model,
-                state,
-                model_cfg,
-                src_cfg,
-                source=str(weights) if isinstance(weights, str) else "the checkpoint",
-                source_names=src_names,
-                target_names=class_names,
-                class_map=model_cfg.weights_class_map,
-            )
-        except TransferError as e:
-            raise WeightsError(str(e)) from None
+        source = str(weights) if isinstance(weights, str) else "the checkpoint"
+        report = _transfer(model, state, model_cfg, src_cfg, source, src_names, class_names)
         ckpt, labels_are_ids = {"class_names": list(class_names)} if class_names else {}, False
     elif state is not None:
         try:
