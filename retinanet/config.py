@@ -122,7 +122,9 @@ class TrainConfig:
     warmup_iters: int = 500
     warmup_factor: float = 1.0 / 3
     clip_grad_norm: Optional[float] = None  # max global gradient norm; None = off
-    amp: Literal["off", "bf16", "fp16"] = "off"
+    # "auto": bf16 autocast on a CUDA device that supports it, float32 elsewhere (the GPU configs'
+    # setting); "off" is float32 everywhere.
+    amp: Literal["off", "auto", "bf16", "fp16"] = "off"
     checkpoint_period: int = 5000  # iterations; a checkpoint is also written at the end
     eval_period: int = 0  # iterations; 0 = evaluate only at the end
     # Fine-tuning on small data: model_best.pth written (atomically) whenever this metric of an
@@ -131,7 +133,8 @@ class TrainConfig:
     save_best: Optional[Literal["AP", "AP50", "AP75", "APs", "APm", "APl"]] = None
     patience: int = 0
     log_period: int = 20
-    max_nonfinite: int = 10  # non-finite losses in a row before training stops
+    # non-finite losses in a row before training stops (counted on the device, read at the log period)
+    max_nonfinite: int = 10
     device: str = "auto"  # "auto" (cuda if available), "cpu", "cuda", "cuda:1", ...
     deterministic: bool = False  # torch.use_deterministic_algorithms, at some speed cost
 

@@ -1,14 +1,11 @@
 """Fast paths for a RetinaNet: the same model and the same results, computed faster.
 
-- :func:`fold_batchnorm` (inference): a frozen BatchNorm right after a convolution is an affine
-  map per output channel, so it folds into the convolution, W' = W·s, b' = (b - μ)·s + β with
-  s = γ / √(σ² + ε) (computed in float64, rounded once). torchvision's FrozenBatchNorm2d is
-  plain tensor math (``x * scale + bias``): two passes over every activation of the 53 norms of
-  a ResNet-50, which folding removes. GroupNorm normalises with statistics of its input and
+- :func:`fold_batchnorm` (inference) and :func:`absorb_frozen_batchnorm` (training), from
+  retinanet/model/batchnorm.py: a frozen BatchNorm right after a convolution is an affine map
+  per output channel, applied by the convolution. torchvision's FrozenBatchNorm2d is plain
+  tensor math (``x * scale + bias``): two passes over every activation of the 53 norms of a
+  ResNet-50, which folding removes. GroupNorm normalises with statistics of its input and
   cannot be folded; it is left as it is.
-- :func:`absorb_frozen_batchnorm` (training): the same algebra, applied at every call to the
-  live (trainable) weight, so gradients reach W; the BatchNorm modules stay in place as holders
-  of their buffers, so state dicts and optimizers are unchanged.
 - channels_last: NHWC activations are oneDNN's native layout on CPU (no reorder around each
   convolution), and the head's (B, A·K, H, W) -> (B, H·W·A, K) flatten becomes a view.
 - dtype (bf16/fp16): backbone, FPN and head in low precision; pre- and post-processing (resize,
@@ -17,7 +14,7 @@
   part; pre/post-processing have data-dependent shapes) with a fallback to eager when
   compilation fails, and a one-time warning.
 
-:func:`optimize_for_inference` combines them on a copy of the model; tests/test_fast.py checks
+:func:`optimize_for_inference` combines them on a copy of the model; tests/deploy/test_optimize.py checks
 that each gives the plain model's detections (and losses, for training).
 """
 
@@ -28,11 +25,9 @@ import functools
 import logging
 
 import torch
-from torch import Tensor, nn
-from torchvision.models.resnet import BasicBlock, Bottleneck
-from torchvision.ops import FrozenBatchNorm2d
+from torch import nn
 
-from ..model.backbone import ResNetBackbone
+from ..model.batchnorm import FrozenBNConv2d, absorb_frozen_batchnorm, fold_batchnorm
 
 __all__ = [
     "fold_batchnorm",
@@ -51,139 +46,6 @@ log = logging.getLogger(__name__)
 
 # The dense part of a RetinaNet: what runs per pixel and is worth a layout, a dtype or a compiler.
 NETWORK_PARTS = ("backbone", "fpn", "head")
-
-# Modules whose forward applies a child `convN` and then, directly on its output, `bnN`
-# (torchvision's ResNet blocks, our backbone's stem), and `nn.Sequential`s in which a conv is
-# followed by a norm (torchvision's `downsample`). Only these are folded: for any other module
-# the attribute names say nothing about the order of the calls in its forward.
-_NAMED_PAIR_MODULES = (BasicBlock, Bottleneck, ResNetBackbone)
-
-
-def _is_foldable_norm(m: nn.Module) -> bool:
-    if isinstance(m, FrozenBatchNorm2d):
-        return True
-    # A BatchNorm2d normalises with its running statistics only in eval mode (and only if it
-    # keeps them): then it is as frozen as FrozenBatchNorm2d.
-    return isinstance(m, nn.BatchNorm2d) and not m.training and m.track_running_stats and m.running_var is not None
-
-
-def _conv_norm_pairs(module: nn.Module):
-    """(conv name, norm name) of the conv -> norm pairs directly inside `module`."""
-    children = dict(module.named_children())
-    if isinstance(module, nn.Sequential):
-        names = list(children)
-        for a, b in zip(names, names[1:]):
-            if type(children[a]) in (nn.Conv2d, FrozenBNConv2d) and _is_foldable_norm(children[b]):
-                yield a, b
-    elif isinstance(module, _NAMED_PAIR_MODULES):
-        for name, conv in children.items():
-            # FrozenBNConv2d: a norm absorbed for training (absorb_frozen_batchnorm) folds as well
-            if name.startswith("conv") and type(conv) in (nn.Conv2d, FrozenBNConv2d):
-                norm_name = "bn" + name[len("conv") :]
-                if norm_name in children and _is_foldable_norm(children[norm_name]):
-                    yield name, norm_name
-
-
-def _norm_scale_shift(norm: nn.Module, dtype: torch.dtype) -> tuple[Tensor, Tensor]:
-    """(s, t) with norm(x) = s·x + t per channel."""
-    mean, var = norm.running_mean.to(dtype), norm.running_var.to(dtype)
-    weight = norm.weight.to(dtype) if norm.weight is not None else torch.ones_like(var)
-    bias = norm.bias.to(dtype) if norm.bias is not None else torch.zeros_like(var)
-    scale = weight * torch.rsqrt(var + norm.eps)
-    return scale, bias - mean * scale
-
-
-def _conv_args(conv: nn.Conv2d) -> dict:
-    """The constructor arguments of a conv of `conv`'s geometry (bias and device left out)."""
-    names = ("in_channels", "out_channels", "kernel_size", "stride", "padding", "dilation", "groups", "padding_mode")
-    return {name: getattr(conv, name) for name in names}
-
-
-def _folded_conv(conv: nn.Conv2d, norm: nn.Module) -> nn.Conv2d:
-    fused = nn.Conv2d(**_conv_args(conv), bias=True, device=conv.weight.device, dtype=conv.weight.dtype)
-    with torch.no_grad():
-        # float64: the folded weights are rounded once, not after each of the products.
-        scale, shift = _norm_scale_shift(norm, torch.float64)
-        w = conv.weight.to(torch.float64) * scale.view(-1, 1, 1, 1)
-        b = shift if conv.bias is None else conv.bias.to(torch.float64) * scale + shift
-        fused.weight.copy_(w)
-        fused.bias.copy_(b)
-    fused.weight.requires_grad_(conv.weight.requires_grad)
-    fused.bias.requires_grad_(conv.weight.requires_grad)
-    return fused
-
-
-def fold_batchnorm(module: nn.Module) -> int:
-    """Fold, in place, every frozen BatchNorm (FrozenBatchNorm2d, or an eval-mode BatchNorm2d with
-    running statistics) that directly follows a Conv2d into that conv; the norm becomes
-    ``nn.Identity``. For inference: the folded weights are constants (a training step would
-    update W but not the folded W·s; see :func:`absorb_frozen_batchnorm`). Returns the number of
-    norms folded. The state dict changes (conv biases appear, norm buffers go)."""
-    count = 0
-    for parent in list(module.modules()):
-        for conv_name, bn_name in list(_conv_norm_pairs(parent)):
-            setattr(parent, conv_name, _folded_conv(getattr(parent, conv_name), getattr(parent, bn_name)))
-            setattr(parent, bn_name, nn.Identity())
-            count += 1
-    return count
-
-
-class _AbsorbedNorm(FrozenBatchNorm2d):
-    """A FrozenBatchNorm2d whose affine map is applied by the preceding conv: the identity here.
-    It still owns its buffers, so the state dict keeps its keys and a checkpoint loaded later
-    updates the statistics that the conv reads."""
-
-    def forward(self, x: Tensor) -> Tensor:
-        return x
-
-
-class FrozenBNConv2d(nn.Conv2d):
-    """conv(x, W) followed by a frozen BatchNorm, computed as conv(x, W·s) + t.
-
-    The product W·s costs C_out·C_in·k² multiplications per call, against two passes over the
-    (B, C_out, H, W) activation for the norm (and one more in backward). W is the original
-    Parameter (same object: an optimizer built before keeps working) and gets the exact gradient
-    of the composition through the product. The price: where W is trainable, W·s is a
-    weight-sized tensor kept for the conv's backward (~0.1 GB for ResNet-50's res3-res5).
-    """
-
-    def __init__(self, conv: nn.Conv2d, norm: _AbsorbedNorm):
-        super().__init__(**_conv_args(conv), bias=conv.bias is not None, device="meta")
-        self.weight = conv.weight
-        self.bias = conv.bias
-        # Not a submodule: the norm stays registered where it was (its state-dict keys).
-        self.__dict__["norm"] = norm
-
-    def forward(self, x: Tensor) -> Tensor:
-        scale, shift = _norm_scale_shift(self.norm, self.weight.dtype)
-        bias = shift if self.bias is None else self.bias * scale + shift
-        return self._conv_forward(x, self.weight * scale.view(-1, 1, 1, 1), bias)
-
-
-def _absorbed(norm: nn.Module) -> _AbsorbedNorm:
-    new = _AbsorbedNorm(norm.weight.shape[0], eps=norm.eps)
-    # The very same buffer tensors: loading a state dict into the model fills them in place.
-    for name in ("weight", "bias", "running_mean", "running_var"):
-        setattr(new, name, getattr(norm, name))
-    return new
-
-
-def absorb_frozen_batchnorm(module: nn.Module) -> int:
-    """Apply, in place, each FrozenBatchNorm2d that follows a conv inside that conv
-    (:class:`FrozenBNConv2d`), for training and inference alike. Trainable BatchNorm2d is left
-    alone (its statistics change in training). Parameters, their identities and the state dict
-    keys are unchanged. Returns the number of norms absorbed."""
-    count = 0
-    for parent in list(module.modules()):
-        for conv_name, bn_name in list(_conv_norm_pairs(parent)):
-            norm = getattr(parent, bn_name)
-            if not isinstance(norm, FrozenBatchNorm2d) or isinstance(norm, _AbsorbedNorm):
-                continue
-            norm = _absorbed(norm)
-            setattr(parent, bn_name, norm)
-            setattr(parent, conv_name, FrozenBNConv2d(getattr(parent, conv_name), norm))
-            count += 1
-    return count
 
 
 # ------------------------------------------------------------------------------ layout, dtype

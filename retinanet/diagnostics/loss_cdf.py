@@ -40,13 +40,12 @@ def collect_pt(
     for start in range(0, n, batch_size):
         items = [dataset[i] for i in range(start, min(n, start + batch_size))]
         images = [im.to(device) for im, _ in items]
-        batch, sizes, orig = model.preprocess(images)
+        batch, sizes, orig = model._resize_batch(images)
         feats = model.fpn(model.backbone(batch))
         logits, _ = model.head(feats)
         anchors, _ = model.anchor_generator([tuple(f.shape[-2:]) for f in feats], tuple(batch.shape[-2:]), batch.device)
         targets = model._scale_targets(
-            [{k: v.to(device) for k, v in t.items() if k in ("boxes", "labels")} for _, t in items],
-            sizes.float() / orig.float(),
+            [{k: v.to(device) for k, v in t.items() if k in ("boxes", "labels")} for _, t in items], sizes, orig
         )
         labels, _, fg = model.criterion.assign(anchors, targets)
         p = logits.float().sigmoid()

@@ -17,8 +17,16 @@ from .distributed import is_main, rank_and_world, unwrap
 from .metrics import CocoEvaluator
 
 
+def resolve_amp(amp: str, device: torch.device) -> str:
+    """`train.amp` on `device`: "auto" is "bf16" on a CUDA device that supports it, else "off"."""
+    if amp != "auto":
+        return amp
+    return "bf16" if device.type == "cuda" and torch.cuda.is_bf16_supported() else "off"
+
+
 def autocast(amp: str, device: torch.device):
-    """The autocast context of `train.amp` ("off", "bf16", "fp16") on `device`."""
+    """The autocast context of `train.amp` ("off", "auto", "bf16", "fp16") on `device`."""
+    amp = resolve_amp(amp, device)
     if amp == "off":
         return nullcontext()
     dtype = torch.bfloat16 if amp == "bf16" else torch.float16

@@ -11,7 +11,6 @@ import logging
 import math
 import shutil
 import time
-import warnings
 from dataclasses import replace
 from pathlib import Path
 
@@ -25,13 +24,15 @@ from ..config import Config, ConfigError, save_config, scaled_lr
 from ..data.build import build_datasets
 from ..data.common import DatasetError, collate_fn, worker_error_message
 from ..data.samplers import SeededSamples, TrainingBatches, aspect_groups
+from ..model.batchnorm import absorb_frozen_batchnorm
 from ..model.build import build_model
 from ..utils.io import atomic_write
 from ..weights.loader import init_from_weights
 from .checkpoint import restore_training_state, save_final, save_training_state
 from .distributed import init_distributed, is_main, resolve_device
-from .evaluate import autocast, evaluate
+from .evaluate import autocast, evaluate, resolve_amp
 from .metrics import format_ap_table
+from .optim import SkippableSGD
 from .progress import Progress
 
 log = logging.getLogger("retinanet.engine")
@@ -116,15 +117,21 @@ def train(
         if is_main():
             atomic_write(out / "weights_report.json", report.to_json())
     model = model.to(device)
+    precision = resolve_amp(tc.amp, device)
+    if precision != "off":
+        # Frozen BatchNorm applied inside the conv before it: under autocast FrozenBatchNorm2d's
+        # float32 scale would promote every normalized activation back to float32.
+        absorbed = absorb_frozen_batchnorm(model)
+        log.info("%s autocast; %d frozen BatchNorms applied inside their convolutions", precision, absorbed)
     if world > 1 and device.type == "cuda" and cfg.model.norm == "bn":
         model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
     params = [p for p in model.parameters() if p.requires_grad]
     lr = scaled_lr(tc)
-    optimizer = torch.optim.SGD(params, lr=lr, momentum=tc.momentum, weight_decay=tc.weight_decay)
+    optimizer = SkippableSGD(params, lr=lr, momentum=tc.momentum, weight_decay=tc.weight_decay)
     scheduler = torch.optim.lr_scheduler.LambdaLR(
         optimizer, lambda it: lr_factor(it, tc.warmup_iters, tc.warmup_factor, tuple(tc.lr_steps), tc.lr_gamma)
     )
-    scaler = torch.amp.GradScaler(device.type, enabled=tc.amp == "fp16" and device.type == "cuda")
+    scaler = torch.amp.GradScaler(device.type, enabled=precision == "fp16" and device.type == "cuda")
 
     if (tc.save_best or tc.patience) and val_ds is None:
         raise ConfigError("train.save_best / train.patience need a validation set: set data.val_path")
@@ -139,7 +146,12 @@ def train(
     ddp_model = model
     if world > 1:
         ddp_model = nn.parallel.DistributedDataParallel(
-            model, device_ids=[local_rank] if device.type == "cuda" else None
+            model,
+            device_ids=[local_rank] if device.type == "cuda" else None,
+            # Buffers change in training only with trainable BatchNorm (model.norm=bn, synced
+            # by SyncBatchNorm): otherwise there is nothing to broadcast before every forward.
+            broadcast_buffers=cfg.model.norm == "bn",
+            gradient_as_bucket_view=True,  # gradients live in the all-reduce buckets: no copies
         )
 
     groups = aspect_groups(train_ds.aspect_ratios()) if cfg.data.aspect_ratio_grouping else [0] * len(train_ds)
@@ -198,8 +210,22 @@ def train(
             )
         return progress.stopped_early
 
+    def check_nonfinite(iteration: int) -> None:
+        """Log the steps skipped since the last check; stop when train.max_nonfinite came in a row."""
+        new, longest = nonfinite.read()
+        if new:
+            log.warning("%d non-finite losses up to iteration %d: those steps were skipped", new, iteration)
+        if longest >= tc.max_nonfinite:
+            checkpoint(iteration)
+            raise NonFiniteLossError(
+                f"{longest} non-finite losses in a row by iteration {iteration}: training diverged "
+                f"(lr {scheduler.get_last_lr()[0]:.4g}); lower train.base_lr, raise train.warmup_iters or set "
+                f"train.clip_grad_norm. Checkpoint written to {out / 'last_checkpoint.pth'}"
+            )
+
     amp = autocast(tc.amp, device)
-    nonfinite_in_a_row = skipped = replaced = 0
+    replaced = 0
+    nonfinite = NonFiniteCounts(device)
     model.train()
     bar = tqdm(total=tc.max_iter, initial=start_iter, desc="train", disable=not is_main(), dynamic_ncols=True)
     data_iter = iter(loader)
@@ -211,51 +237,38 @@ def train(
                 images, targets = next(data_iter)
             except DatasetError as e:  # from a worker: its message carries the worker's traceback
                 raise DatasetError(worker_error_message(e)) from None
-            replaced += sum(int(t.pop("replaced", 0)) for t in targets)
+            replaced += sum(t.pop("replaced", 0) for t in targets)
+            # Pinned (DataLoader pin_memory on CUDA) and non-blocking: the host queues the copies
+            # and goes on; nothing in the step below reads a value back from the device.
             images = [im.to(device, non_blocking=True) for im in images]
-            targets = [{k: v.to(device) if torch.is_tensor(v) else v for k, v in t.items()} for t in targets]
+            targets = [
+                {k: v.to(device, non_blocking=True) if torch.is_tensor(v) else v for k, v in t.items()} for t in targets
+            ]
             with amp:
                 losses = ddp_model(images, targets)
             loss = losses["cls"] + losses["box"]
-            if not all_finite(loss, world):
-                # Skip the step (no update), keep going; many in a row means divergence. Every
-                # process decides alike: one skipping its backward alone would leave the others
-                # waiting in the gradient all-reduce.
-                nonfinite_in_a_row += 1
-                skipped += 1
-                optimizer.zero_grad(set_to_none=True)
-                log.warning(
-                    "iteration %d: non-finite loss (cls %s, box %s), step skipped",
-                    it,
-                    losses["cls"].item(),
-                    losses["box"].item(),
-                )
-                if nonfinite_in_a_row >= tc.max_nonfinite:
-                    checkpoint(it)
-                    raise NonFiniteLossError(
-                        f"{nonfinite_in_a_row} non-finite losses in a row at iteration {it}: training diverged "
-                        f"(lr {scheduler.get_last_lr()[0]:.4g}); lower train.base_lr, raise train.warmup_iters or set "
-                        f"train.clip_grad_norm. Checkpoint written to {out / 'last_checkpoint.pth'}"
-                    )
-                it += 1
-                with warnings.catch_warnings():  # the schedule follows the iteration, stepped or not
-                    warnings.simplefilter("ignore", UserWarning)
-                    scheduler.step()
-                bar.update(1)
-                continue
-            nonfinite_in_a_row = 0
+            # A non-finite loss skips the update (on every process alike: one skipping alone would
+            # leave the others waiting in the gradient all-reduce), decided on the device; the
+            # host reads the counts at the log period (see `check_nonfinite`).
+            ok = all_finite(loss, world)
+            nonfinite.add(ok)
             optimizer.zero_grad(set_to_none=True)
             scaler.scale(loss).backward()
             if tc.clip_grad_norm:
                 scaler.unscale_(optimizer)
                 torch.nn.utils.clip_grad_norm_(params, tc.clip_grad_norm)
-            scaler.step(optimizer)
-            scaler.update()
-            scheduler.step()
+            if scaler.is_enabled():  # fp16: the scaler skips steps with inf/NaN gradients (its own host check)
+                scaler.step(optimizer)
+                scaler.update()
+            else:
+                optimizer.step_if(ok)
+            scheduler.step()  # the schedule follows the iteration, stepped or not
             it += 1
             bar.update(1)
             if on_step is not None:
                 on_step(it, model)
+            if it % tc.log_period == 0 or it == end_iter:
+                check_nonfinite(it)
 
             if it % tc.log_period == 0 or it == end_iter:
                 record = {
@@ -264,7 +277,7 @@ def train(
                     "cls": losses["cls"].item(),
                     "box": losses["box"].item(),
                     "lr": scheduler.get_last_lr()[0],
-                    "skipped": skipped,
+                    "skipped": nonfinite.skipped,
                     "replaced": replaced,
                     "time": time.perf_counter() - t0,
                 }
@@ -309,7 +322,7 @@ def train(
     return {
         "iteration": it,
         "metrics": metrics,
-        "skipped": skipped,
+        "skipped": nonfinite.skipped,
         "replaced": replaced,
         "output_dir": str(out),
         "stopped_early": progress.stopped_early,
@@ -317,12 +330,35 @@ def train(
     }
 
 
-def all_finite(loss: torch.Tensor, world: int) -> bool:
-    """Whether the loss is finite on every process (a MIN all-reduce of the flag under DDP)."""
+def all_finite(loss: torch.Tensor, world: int) -> torch.Tensor:
+    """Whether the loss is finite on every process: a 0-dim bool tensor on the loss's device (a
+    MIN all-reduce of the flag under DDP), never read by the host here."""
     finite = torch.isfinite(loss.detach()).to(torch.float32).reshape(1)
     if world > 1:
         dist.all_reduce(finite, op=dist.ReduceOp.MIN)
-    return bool(finite.item())
+    return finite[0] > 0
+
+
+class NonFiniteCounts:
+    """Skipped steps and the longest run of consecutive ones, counted on the device; `read`
+    brings them to the host (one synchronisation) and starts a new longest run."""
+
+    def __init__(self, device: torch.device):
+        self._counts = torch.zeros(3, dtype=torch.int64, device=device)  # skipped, current run, longest run
+        self.skipped = 0
+
+    def add(self, ok: torch.Tensor) -> None:
+        bad = (~ok).to(torch.int64)
+        skipped, run, longest = self._counts.unbind()
+        run = (run + 1) * bad
+        self._counts = torch.stack((skipped + bad, run, torch.maximum(longest, run)))
+
+    def read(self) -> tuple[int, int]:
+        """-> (steps skipped since the last read, longest run of them in a row)."""
+        skipped, run, longest = self._counts.tolist()
+        new, self.skipped = skipped - self.skipped, skipped
+        self._counts[2] = run
+        return new, longest
 
 
 def _tensorboard(out: Path):

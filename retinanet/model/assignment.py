@@ -64,9 +64,9 @@ class Matcher:
         iou = pairwise_iou(gt_boxes, anchors)  # (B, M, N)
         iou = iou.masked_fill(~gt_valid[:, :, None], -1.0)
         best_iou, best_gt = iou.max(dim=1)  # (B, N)
-        matches = best_gt.clone()
-        matches[best_iou < self.fg_thresh] = IGNORE
-        matches[best_iou < self.bg_thresh] = BACKGROUND
+        # torch.where, not boolean-mask assignment: no host-device synchronisation
+        matches = torch.where(best_iou < self.fg_thresh, IGNORE, best_gt)
+        matches = torch.where(best_iou < self.bg_thresh, BACKGROUND, matches)
         if self.allow_low_quality_matches:
             best_per_gt = iou.amax(dim=2, keepdim=True)  # (B, M, 1)
             is_best = (iou == best_per_gt) & (best_per_gt > 0)  # padded rows are -1: never best > 0

@@ -85,23 +85,26 @@ class RetinaNetCriterion:
     def __call__(
         self, cls_logits: Tensor, box_deltas: Tensor, anchors: Tensor, targets: list[dict]
     ) -> dict[str, Tensor]:
-        B = cls_logits.shape[0]
         anchor_labels, matched_boxes, fg = self.assign(anchors, targets)
 
-        img, idx = fg.nonzero(as_tuple=True)
+        # The box loss as a masked dense sum over all anchors, not over gathered foreground
+        # indices: `nonzero` would make the host wait for the device on every step. Background
+        # anchors get their own box as target (zero deltas, finite loss), then a zero weight.
+        safe_boxes = torch.where(fg[..., None], matched_boxes, anchors.to(matched_boxes.dtype))
         if self.box_loss == "giou":  # on the decoded box against its ground truth, as torchvision's v2
-            pred = self.box_coder.decode(box_deltas[img, idx].float(), anchors[idx])
-            per_anchor = generalized_box_iou_loss(pred, matched_boxes[img, idx].float(), reduction="none", eps=1e-7)
+            pred = self.box_coder.decode(box_deltas.float(), anchors)
+            per_anchor = generalized_box_iou_loss(pred, safe_boxes.float(), reduction="none", eps=1e-7)
         else:
-            target_deltas = self.box_coder.encode(matched_boxes[img, idx], anchors[idx])
+            target_deltas = self.box_coder.encode(safe_boxes, anchors)
             per_anchor = losses.smooth_l1_loss(
-                box_deltas[img, idx].float(), target_deltas, beta=self.smooth_l1_beta, reduction="none"
+                box_deltas.float(), target_deltas, beta=self.smooth_l1_beta, reduction="none"
             ).sum(-1)
-        box_per_image = torch.zeros(B, device=per_anchor.device, dtype=per_anchor.dtype).index_add_(0, img, per_anchor)
+        per_anchor = torch.where(fg, per_anchor, 0.0)  # (B, N)
+        box_per_image = per_anchor.sum(dim=1)
 
         if self.cls_loss == "ohem":
             return {
-                "cls": self._ohem_cls(cls_logits, anchors, anchor_labels, img, idx, per_anchor),
+                "cls": self._ohem_cls(cls_logits, anchors, anchor_labels, per_anchor),
                 "box": self._normalize(fg, box_per_image)[0],
             }
         if self.cls_loss == "fl_star":
@@ -118,15 +121,13 @@ class RetinaNetCriterion:
         cls_logits: Tensor,
         anchors: Tensor,
         anchor_labels: Tensor,
-        img: Tensor,
-        idx: Tensor,
         box_per_anchor: Tensor,
     ) -> Tensor:
         """CE over the OHEM minibatch of each image, averaged over all kept anchors of the batch.
         An anchor's score is its whole loss, CE plus (for positives) the box loss, as in OHEM."""
         with torch.no_grad():
             scores = ohem.anchor_ce(cls_logits.detach(), anchor_labels)
-            scores[img, idx] += box_per_anchor.detach()
+            scores = scores + box_per_anchor.detach()  # (B, N), zero on background anchors
             keep = ohem.select_hard_examples(
                 scores, anchors, anchor_labels, self.ohem_batch_size, self.ohem_nms_thresh, self.ohem_pos_fraction
             )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
@@ -80,6 +81,12 @@ class RetinaNet(nn.Module):
     # ---------------------------------------------------------------- preprocessing
     def preprocess(self, images: list[Tensor] | Tensor) -> tuple[Tensor, Tensor, Tensor]:
         """-> padded batch (B, 3, Hp, Wp), resized sizes (B, 2) and original sizes (B, 2), (h, w)."""
+        batch, sizes, orig = self._resize_batch(images)
+        return batch, torch.tensor(sizes, device=batch.device), torch.tensor(orig, device=batch.device)
+
+    def _resize_batch(self, images: list[Tensor] | Tensor) -> tuple[Tensor, list, list]:
+        """`preprocess` with the sizes as Python (h, w) pairs: training needs no tensor of them,
+        and making one from Python values would be a host-to-device copy on every step."""
         if isinstance(images, Tensor) and images.dim() == 3:
             raise ValueError(
                 "images: expected a list of (3, H, W) tensors or a (B, 3, H, W) tensor, got one (3, H, W) tensor"
@@ -110,7 +117,7 @@ class RetinaNet(nn.Module):
         batch = resized[0].new_zeros((len(resized), 3, hp, wp))
         for b, img in zip(batch, resized):
             b[:, : img.shape[1], : img.shape[2]].copy_(img)
-        return batch, torch.tensor(sizes, device=device), torch.tensor(orig, device=device)
+        return batch, sizes, orig
 
     # ---------------------------------------------------------------- forward
     def forward(self, images: list[Tensor] | Tensor, targets: list[dict[str, Tensor]] | None = None):
@@ -118,15 +125,15 @@ class RetinaNet(nn.Module):
             raise ValueError("training mode needs targets: model(images, targets); call model.eval() to predict")
         if targets is not None and len(targets) != len(images):
             raise ValueError(f"{len(images)} images but {len(targets)} targets")
-        batch, sizes, orig = self.preprocess(images)
+        batch, sizes, orig = self._resize_batch(images)
         feats = self.fpn(self.backbone(batch))
         cls_logits, box_deltas = self.head(feats)
         shapes = [tuple(f.shape[-2:]) for f in feats]
         anchors, per_level = self.anchor_generator(shapes, tuple(batch.shape[-2:]), batch.device)
         if self.training:
-            # (h, w) ratios of network input to original image, float32 like torchvision
-            scaled = self._scale_targets(targets, sizes.float() / orig.float())
-            return self.criterion(cls_logits, box_deltas, anchors, scaled)
+            return self.criterion(cls_logits, box_deltas, anchors, self._scale_targets(targets, sizes, orig))
+        sizes = torch.tensor(sizes, device=batch.device)
+        orig = torch.tensor(orig, device=batch.device)
         dets = postprocess_detections(
             cls_logits,
             box_deltas,
@@ -143,20 +150,27 @@ class RetinaNet(nn.Module):
             d["boxes"] = d["boxes"] * r[[1, 0, 1, 0]]
         return dets
 
-    def _scale_targets(self, targets: list[dict[str, Tensor]], ratio: Tensor) -> list[dict[str, Tensor]]:
+    def _scale_targets(self, targets: list[dict[str, Tensor]], sizes: list, orig: list) -> list[dict[str, Tensor]]:
+        """Targets in the network input's pixels: boxes times the (h, w) ratios of each resized
+        size to its original size, float32 like torchvision, as Python scalars (no tensor made
+        from Python values on every step).
+
+        Checked with device-side asserts, so that a training step never waits for the device: a
+        degenerate box or a label outside [0, num_classes) raises at once on the CPU, and is a
+        device-side assert on an accelerator. The datasets check every box, naming the file."""
         out = []
-        for i, (t, r) in enumerate(zip(targets, ratio)):
-            boxes = torch.as_tensor(t["boxes"], dtype=torch.float32, device=ratio.device).reshape(-1, 4)
-            labels = torch.as_tensor(t["labels"], dtype=torch.int64, device=ratio.device).reshape(-1)
+        for i, (t, (h, w), (h0, w0)) in enumerate(zip(targets, sizes, orig)):
+            device = self.pixel_mean.device
+            boxes = torch.as_tensor(t["boxes"], dtype=torch.float32, device=device).reshape(-1, 4)
+            labels = torch.as_tensor(t["labels"], dtype=torch.int64, device=device).reshape(-1)
             if boxes.shape[0] != labels.shape[0]:
                 raise ValueError(f"target {i}: {boxes.shape[0]} boxes but {labels.shape[0]} labels")
-            bad = ~torch.isfinite(boxes).all(1) | (boxes[:, 2] <= boxes[:, 0]) | (boxes[:, 3] <= boxes[:, 1])
-            if bad.any():
-                j = int(bad.nonzero()[0])
-                raise ValueError(
-                    f"target {i}: box {j} {boxes[j].tolist()} is degenerate (needs finite x1 < x2, y1 < y2)"
-                )
-            if labels.numel() and (labels.min() < 0 or labels.max() >= self.num_classes):
-                raise ValueError(f"target {i}: labels must be in [0, {self.num_classes}), got {labels.tolist()}")
-            out.append({"boxes": boxes * r[[1, 0, 1, 0]], "labels": labels})
+            ok = torch.isfinite(boxes).all() & (boxes[:, 2] > boxes[:, 0]).all() & (boxes[:, 3] > boxes[:, 1]).all()
+            torch._assert_async(ok, f"target {i}: a box is degenerate (needs finite x1 < x2, y1 < y2)")
+            in_range = ((labels >= 0) & (labels < self.num_classes)).all()
+            torch._assert_async(in_range, f"target {i}: labels must be in [0, {self.num_classes})")
+            rh = float(np.float32(h) / np.float32(h0))  # float32 division, as torchvision's ratios
+            rw = float(np.float32(w) / np.float32(w0))
+            scaled = torch.stack((boxes[:, 0] * rw, boxes[:, 1] * rh, boxes[:, 2] * rw, boxes[:, 3] * rh), dim=1)
+            out.append({"boxes": scaled, "labels": labels})
         return out

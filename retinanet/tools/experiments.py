@@ -160,10 +160,17 @@ def config_hash(cfg: Config) -> str:
         ("data", "augment", []),
         ("model", "weights", None),
         ("model", "weights_class_map", "index"),
+        ("train", "patience", 0),
+        ("train", "save_best", None),
     )
     for section, key, default in added:
         if tree.get(section, {}).get(key, default) == default:
             tree.get(section, {}).pop(key, None)
+    # Defaults that changed meaning-preserving form: the splits' None ("the kind's usual split")
+    # was VOC's "trainval" / "test" when the runs were cached.
+    for key, old in (("train_split", "trainval"), ("val_split", "test")):
+        if key in tree.get("data", {}) and tree["data"][key] is None:
+            tree["data"][key] = old
     blob = json.dumps(tree, sort_keys=True, separators=(",", ":"))
     return hashlib.sha256(blob.encode()).hexdigest()[:12]
 

@@ -136,7 +136,7 @@ def test_nonfinite_losses_are_skipped_then_stop_the_run(synth_dir, tmp_path):
         crit.RetinaNetCriterion.__call__ = original
     assert calls["n"] == 3
     ckpt = load_checkpoint(tmp_path / "last_checkpoint.pth")
-    assert ckpt["iteration"] == 2
+    assert ckpt["iteration"] == 3  # the three skipped steps changed nothing: the weights are iteration 0's
 
 
 def test_a_second_run_into_a_run_folder_is_refused_unless_resumed_or_overwritten(synth_dir, tmp_path):
@@ -456,7 +456,7 @@ def test_ddp_non_finite_loss_on_one_process_skips_or_stops_on_all(synth_dir, tmp
         assert lines == ["finished 0 3 1", "finished 1 3 1"]  # the same step skipped on both
     else:
         assert proc.returncode != 0 and lines == ["stopped 0", "stopped 1"], proc.stderr[-2000:]
-        assert load_checkpoint(tmp_path / "last_checkpoint.pth")["iteration"] == 1
+        assert load_checkpoint(tmp_path / "last_checkpoint.pth")["iteration"] == 2
 
 
 def _write_voc_and_csv(synth_dir, tmp_path):
@@ -527,7 +527,11 @@ def test_bf16_autocast_training_on_cpu(synth_dir, tmp_path):
     import json
 
     # After the first step, hooks record the dtype of the FPN's and the head's outputs in the
-    # second step's forward: under autocast the convolutions compute in bf16.
+    # second step's forward: under autocast the convolutions compute in bf16. The backbone's
+    # blocks too: its frozen BatchNorms are applied inside the convolutions, where
+    # FrozenBatchNorm2d's float32 scale would have made every block's output float32.
+    from retinanet.model.batchnorm import FrozenBNConv2d
+
     seen = {}
 
     def record(name):
@@ -540,10 +544,13 @@ def test_bf16_autocast_training_on_cpu(synth_dir, tmp_path):
         if it == 1:
             model.fpn.output[0].register_forward_hook(record("fpn"))
             model.head.cls_score.register_forward_hook(record("head"))
+            model.backbone.layer3.register_forward_hook(record("res4"))
+            seen["absorbed"] = sum(isinstance(m, FrozenBNConv2d) for m in model.modules())
 
     cfg = _cfg(synth_dir, tmp_path, "train.amp=bf16", "train.max_iter=2", "train.lr_steps=[1]")
     result = train(cfg, on_step=hook_after_first_step)
-    assert seen == {"fpn": torch.bfloat16, "head": torch.bfloat16}
+    # resnet18 with freeze_at=1: the stem's norm and 16 in the blocks (3 in downsampling paths)
+    assert seen == {"fpn": torch.bfloat16, "head": torch.bfloat16, "res4": torch.bfloat16, "absorbed": 20}
     losses = [
         json.loads(line)["loss"] for line in (tmp_path / "metrics.jsonl").read_text().splitlines() if '"loss"' in line
     ]
