@@ -67,19 +67,21 @@ class ConfigError(ValueError):
 @dataclass
 class DataConfig:
     # "synth": the built-in synthetic dataset (no files needed); "coco": instances JSON + image
-    # folder; "voc": VOCdevkit layout; "csv": keras-retinanet style annotations CSV + class map.
-    kind: Literal["coco", "voc", "csv", "synth"] = "synth"
-    # The annotations of each split: COCO instances JSON, VOC root (VOC<year> folder), or CSV
-    # annotations file. Unused for synth.
+    # folder; "voc": VOCdevkit layout; "csv": keras-retinanet style annotations CSV + class map;
+    # "yolo": ultralytics layout (data.yaml, images/<split>/, labels/<split>/).
+    kind: Literal["coco", "voc", "csv", "yolo", "synth"] = "synth"
+    # The annotations of each split: COCO instances JSON, VOC root (VOC<year> folder), CSV
+    # annotations file, or YOLO folder holding data.yaml (or the .yaml file). Unused for synth.
     train_path: Optional[str] = None
     val_path: Optional[str] = None
     # COCO: the folder that `file_name` entries are relative to. CSV: the folder relative image
     # paths resolve against (None: the CSV's own folder). VOC: unused (JPEGImages is implied).
     train_images_dir: Optional[str] = None
     val_images_dir: Optional[str] = None
-    # VOC: the ImageSets/Main list of each split.
-    train_split: str = "trainval"
-    val_split: str = "test"
+    # VOC: the ImageSets/Main list of each split; YOLO: the data.yaml key of each split. None: the
+    # kind's usual one (VOC trainval / test, YOLO train / val; retinanet/data/build.py DEFAULT_SPLITS).
+    train_split: Optional[str] = None
+    val_split: Optional[str] = None
     class_map: Optional[str] = None  # CSV: "class_name,id" lines
     on_bad: Literal["error", "skip"] = "error"  # a malformed entry: raise, or skip it with a warning
     # Keep training images without a (non-crowd) box as pure negatives (all anchors background;

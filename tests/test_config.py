@@ -152,7 +152,7 @@ def test_unknown_key_names_it_and_suggests(tmp_path):
         ("train.lr_steps=5", r"train\.lr_steps=5: expected tuple\[int, \.\.\.\]"),
         ("model.box_coder_weights=[1,2]", r"expected 4 items"),
         ("model.focal_gamma=null", r"model\.focal_gamma=None: expected float"),
-        ("data.kind=imagenet", r"data\.kind='imagenet': expected one of \['coco', 'voc', 'csv', 'synth'\]"),
+        ("data.kind=imagenet", r"data\.kind='imagenet': expected one of \['coco', 'voc', 'csv', 'yolo', 'synth'\]"),
         ("train.amp=true", r"train\.amp=True: expected one of"),
         ("model=3", r"model=3: expected a mapping"),
         ("model.backbone=resnet5", r"model\.backbone='resnet5': expected one of"),  # ModelConfig.validate()

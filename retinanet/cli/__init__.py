@@ -4,10 +4,13 @@
     retinanet train [CONFIG] [KEY=VALUE ...] [--resume]
     retinanet eval [CONFIG] --weights W [KEY=VALUE ...] [--results out.json] [--per-class]
     retinanet predict --weights W INPUT... --out DIR [--score-thresh 0.3] [--coco F] [--save-video]
+                      [--tile SIZE [--tile-overlap F] [--tile-full-image]]     large images by tiles
     retinanet export --weights W --format onnx|torchscript --out F
     retinanet data synth --out DIR [--seed S --train N --val M]
     retinanet data check PATH [--images-dir D] [--class-map F] [--on-bad skip]
+    retinanet data tile DATASET --size S --out DIR [--overlap F] [--min-visible V] [--empty-ratio R]
     retinanet data show DATASET --out DIR [--config CONFIG] [KEY=VALUE ...]
+    retinanet data convert SRC --to coco|voc|csv|yolo --out DIR [--split S[=NEW]] [--link-images]
     retinanet analyze anchors DATASET [--out PNG] [--config CONFIG] [KEY=VALUE ...]
     retinanet analyze loss-cdf --weights W [--out PNG]           Fig. 4
     retinanet experiment TABLE [--scale mini|paper] [KEY=VALUE ...]   Table 1 (a)-(e), experiments/README.md

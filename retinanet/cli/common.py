@@ -161,11 +161,63 @@ def dataset_options(q: argparse.ArgumentParser) -> None:
     q.add_argument(
         "--config", metavar="CONFIG", help="the YAML config whose model options apply (default: the paper's defaults)"
     )
-    q.add_argument("--kind", choices=("coco", "voc", "csv"), help="default: detected from DATASET")
+    q.add_argument("--kind", choices=("coco", "voc", "csv", "yolo"), help="default: detected from DATASET")
     q.add_argument(
         "--split",
-        help="COCO folder: annotations/instances_<split>.json (default train when there are several); "
-        "VOC: ImageSets/Main/<split>.txt",
+        help="COCO folder: annotations/instances_<split>.json, YOLO: a data.yaml split (default train when there "
+        "are several); VOC: ImageSets/Main/<split>.txt",
     )
     q.add_argument("--images-dir", metavar="D", help="COCO: the image folder (default: inferred)")
     q.add_argument("--class-map", metavar="F", help="CSV: the class_name,id file")
+
+
+# ---------------------------------------------------------------------------------------------
+# Tiled prediction (predict --tile, eval --tile)
+# ---------------------------------------------------------------------------------------------
+
+TILE_OVERLAP = 0.25
+
+
+def add_tile_options(p: argparse.ArgumentParser) -> None:
+    """--tile SIZE, --tile-overlap F, --tile-full-image, --tile-iou T (retinanet/engine/tiling.py)."""
+    g = p.add_argument_group("tiles (large images with small objects)")
+    g.add_argument(
+        "--tile",
+        type=int,
+        metavar="SIZE",
+        help="cut each image into overlapping SIZE px tiles, each run at its native scale (not resized to "
+        "the model's input), and merge their detections",
+    )
+    g.add_argument(
+        "--tile-overlap",
+        type=float,
+        metavar="F",
+        help=f"overlap of neighbouring tiles as a fraction of SIZE, in [0, 1) (default {TILE_OVERLAP}): an "
+        "object up to about F x SIZE px is seen whole by some tile",
+    )
+    g.add_argument(
+        "--tile-full-image",
+        action="store_true",
+        help="also run the whole image at the model's scale, for objects larger than the tiles",
+    )
+    g.add_argument(
+        "--tile-iou", type=float, metavar="T", help="IoU threshold of the merge's class-wise NMS (default: the model's)"
+    )
+
+
+def tile_spec(args: argparse.Namespace, batch_size: int = 4):
+    """The TileSpec of --tile ... (None without --tile); a bad value is a one-line CliError."""
+    from ..engine.tiling import TileSpec
+
+    if args.tile is None:
+        given = [o for o, v in (("--tile-overlap", args.tile_overlap), ("--tile-iou", args.tile_iou)) if v is not None]
+        if args.tile_full_image:
+            given.append("--tile-full-image")
+        if given:
+            raise CliError(f"{', '.join(given)}: only with --tile SIZE")
+        return None
+    overlap = TILE_OVERLAP if args.tile_overlap is None else args.tile_overlap
+    try:
+        return TileSpec(args.tile, overlap, args.tile_full_image, args.tile_iou, batch_size=batch_size)
+    except ValueError as e:
+        raise CliError(str(e)) from None

@@ -43,11 +43,12 @@ def _analysis_config(args: argparse.Namespace) -> Config:
 def _analysis_dataset(args: argparse.Namespace):
     """The DATASET of `data show` / `analyze anchors`, bad entries skipped (and counted)."""
     from ..data.build import build_dataset, coco_splits
+    from ..data.yolo import yolo_splits
 
     split = args.split
     path = Path(args.dataset)
-    if split is None and path.is_dir() and args.kind in (None, "coco"):
-        splits = coco_splits(path)
+    if split is None and path.is_dir() and args.kind in (None, "coco", "yolo"):
+        splits = coco_splits(path) or yolo_splits(path)
         if len(splits) > 1 and "train" in splits:
             split = "train"  # the anchors are for training
     try:
@@ -203,21 +204,87 @@ def cmd_data_check(args: argparse.Namespace) -> int:
     return EXIT_FAILED if summary["skipped"] else EXIT_OK
 
 
+def cmd_data_convert(args: argparse.Namespace) -> int:
+    from ..data.convert import convert_dataset, format_report
+
+    start = time.perf_counter()
+    try:
+        report = convert_dataset(
+            args.src,
+            args.to,
+            args.out,
+            kind=args.kind,
+            splits=args.split,
+            images_dir=args.images_dir,
+            class_map=args.class_map,
+            link_images=args.link_images,
+            overwrite=args.overwrite,
+            on_bad=args.on_bad,
+        )
+    except TypeError as e:  # an option the source kind does not take (--class-map for COCO, ...)
+        raise CliError(str(e)) from None
+    print(format_report(report))
+    print(f"done in {time.perf_counter() - start:.1f} s; {Path(args.out) / 'CONVERTED.json'} records it")
+    return EXIT_OK
+
+
+def cmd_data_tile(args: argparse.Namespace) -> int:
+    from ..data.build import build_dataset
+    from ..data.tile import check_tile_args, tile_dataset
+
+    try:  # the sizes first: a bad one should not wait for a large dataset to load
+        check_tile_args(args.size, args.overlap)
+    except ValueError as e:
+        raise CliError(str(e)) from None
+    start = time.perf_counter()
+    try:
+        dataset = build_dataset(
+            args.kind, args.dataset, split=args.split, images_dir=args.images_dir, class_map=args.class_map
+        )
+        s = tile_dataset(
+            dataset,
+            args.out,
+            args.size,
+            args.overlap,
+            split=args.split,
+            min_visible=args.min_visible,
+            empty_ratio=args.empty_ratio,
+            seed=args.seed,
+        )
+    except (TypeError, ValueError) as e:  # an option the kind does not take; a bad value; DatasetError
+        raise CliError(str(e)) from None
+    print(
+        f"{s['tiles']} tiles of {args.size} px from {s['source_images']} images ({s['tiles_with_boxes']} with boxes, "
+        f"{s['negatives']} of {s['negatives_available']} empty ones as negatives): {s['json']}, {s['images_dir']}/ "
+        f"({time.perf_counter() - start:.1f} s)"
+    )
+    print(
+        f"{s['boxes']} boxes, {s['crowd']} crowd regions (less than {args.min_visible:g} in view); "
+        f"{s['source_boxes_lost']} of {s['source_boxes']} source boxes are a box of no tile"
+    )
+    print(
+        f"train on it at native scale: retinanet train data.train_path={s['json']} "
+        f"model.min_size={args.size} model.max_size={args.size}"
+    )
+    return EXIT_OK
+
+
 def add_parsers(sub) -> None:
-    """The parsers of data (synth, check, show) and analyze (anchors, loss-cdf)."""
+    """The parsers of data (synth, check, show, convert, tile) and analyze (anchors, loss-cdf)."""
     p = sub.add_parser(
         "data",
         help="make, check or show a dataset",
         formatter_class=FMT,
         description=wrap(
             "Datasets: `data synth` writes the built-in synthetic dataset, `data check` describes one, "
-            "`data show` draws its ground truth with the anchors training would assign."
+            "`data show` draws its ground truth with the anchors training would assign, `data convert` writes "
+            "it in another format, `data tile` cuts its large images into tiles."
         ),
         epilog="examples:\n  retinanet data synth --out data/synth\n"
         "  retinanet data check data/synth/annotations/instances_val.json\n"
         "  retinanet data show data/synth --out show/",
     )
-    data = p.add_subparsers(dest="data_command", metavar="{synth,check,show}", required=True)
+    data = p.add_subparsers(dest="data_command", metavar="{synth,check,show,convert,tile}", required=True)
 
     q = data.add_parser(
         "synth",
@@ -251,7 +318,7 @@ def add_parsers(sub) -> None:
         help="load a dataset and describe it",
         formatter_class=FMT,
         description=wrap(
-            "Load a dataset (COCO JSON or folder, VOC folder, CSV file) and print images, boxes per "
+            "Load a dataset (COCO JSON or folder, VOC folder, CSV file, YOLO data.yaml) and print images, boxes per "
             "class, box sizes and any bad entries. Exit status 1 when entries were skipped, 2 when "
             "the dataset cannot be loaded."
         ),
@@ -259,11 +326,18 @@ def add_parsers(sub) -> None:
         "  retinanet data check coco/annotations/instances_val2017.json --images-dir coco/val2017\n"
         "  retinanet data check VOCdevkit/VOC2007 --split test\n"
         "  retinanet data check annotations.csv --class-map classes.csv\n"
+        "  retinanet data check yolo/data.yaml --split val\n"
         "  retinanet data check data/synth --split val --on-bad error",
     )
-    q.add_argument("path", metavar="PATH", help="a COCO .json or folder, a VOC folder, or a CSV annotations file")
-    q.add_argument("--kind", choices=("coco", "voc", "csv"), help="default: detected from PATH")
-    q.add_argument("--split", help="COCO folder: annotations/instances_<split>.json; VOC: ImageSets/Main/<split>.txt")
+    q.add_argument(
+        "path", metavar="PATH", help="a COCO .json or folder, a VOC folder, a CSV annotations file, or a YOLO data.yaml"
+    )
+    q.add_argument("--kind", choices=("coco", "voc", "csv", "yolo"), help="default: detected from PATH")
+    q.add_argument(
+        "--split",
+        help="COCO folder: annotations/instances_<split>.json; VOC: ImageSets/Main/<split>.txt; "
+        "YOLO: a split of data.yaml",
+    )
     q.add_argument("--images-dir", metavar="D", help="COCO: the image folder (default: inferred)")
     q.add_argument("--class-map", metavar="F", help="CSV: the class_name,id file")
     q.add_argument(
@@ -275,6 +349,109 @@ def add_parsers(sub) -> None:
     q.add_argument("--verify-images", action="store_true", help="decode every image once")
     q.add_argument("--json", action="store_true", help="print the summary as JSON")
     q.set_defaults(func=cmd_data_check)
+
+    q = data.add_parser(
+        "tile",
+        help="cut a dataset's large images into overlapping tiles with their boxes (COCO)",
+        formatter_class=FMT,
+        description=wrap(
+            "Cut every image of DATASET (any kind `data check` reads) into overlapping SIZE px tiles, the last "
+            "of a row or column aligned to the border, and write them with their boxes as a COCO dataset: "
+            "OUT/annotations/instances_<split>.json and OUT/<split>/. A box is a box of a tile when at least "
+            "--min-visible of it is inside (of its area, or for a box larger than a tile of the most a tile "
+            "can hold), clipped to the tile; a box less in view becomes a crowd region (not a training "
+            "target, ignored by evaluation). Tiles without boxes are kept as negatives, at most "
+            "--empty-ratio times as many as the tiles with boxes, drawn with --seed. Train on the tiles at "
+            "their native scale (model.min_size = model.max_size = SIZE) and predict with --tile SIZE."
+        ),
+        epilog="examples:\n"
+        "  retinanet data tile data/synth --split val --size 160 --overlap 0.25 --out data/synth_tiles \\\n"
+        "      --min-visible 0.6 --empty-ratio 0.5",
+    )
+    q.add_argument(
+        "dataset",
+        metavar="DATASET",
+        help="a COCO .json or folder, a VOC folder, a CSV annotations file, a YOLO data.yaml",
+    )
+    q.add_argument("--size", required=True, type=int, metavar="S", help="the tile side in pixels")
+    q.add_argument(
+        "--overlap",
+        type=float,
+        default=0.25,
+        metavar="F",
+        help="overlap of neighbouring tiles as a fraction of S, in [0, 1) (default 0.25)",
+    )
+    q.add_argument("--out", required=True, metavar="DIR", help="the folder of the tiled dataset")
+    q.add_argument(
+        "--min-visible",
+        type=float,
+        default=0.5,
+        metavar="V",
+        help="keep a box in a tile when at least this share of it is inside (default 0.5)",
+    )
+    q.add_argument(
+        "--empty-ratio",
+        type=float,
+        default=1.0,
+        metavar="R",
+        help="tiles without boxes kept: at most R per tile with boxes (default 1; 0: none)",
+    )
+    q.add_argument("--seed", type=int, default=0, metavar="N", help="seed of the choice of negatives (default 0)")
+    q.add_argument("--kind", choices=("coco", "voc", "csv", "yolo"), help="default: detected from DATASET")
+    q.add_argument(
+        "--split",
+        help="COCO folder: annotations/instances_<split>.json; VOC: ImageSets/Main/<split>.txt; YOLO: the "
+        "data.yaml key; also the output split (default: the COCO file's, else train)",
+    )
+    q.add_argument("--images-dir", metavar="D", help="COCO: the image folder (default: inferred)")
+    q.add_argument("--class-map", metavar="F", help="CSV: the class_name,id file")
+    q.set_defaults(func=cmd_data_tile)
+
+    q = data.add_parser(
+        "convert",
+        help="write a dataset in another format (COCO, VOC, CSV, YOLO)",
+        formatter_class=FMT,
+        description=wrap(
+            "Read SRC (any format `data check` reads) and write it as --to coco|voc|csv|yolo in DIR, every split "
+            "of SRC (or those of --split), in the layout this package's reader of that format reads. Class "
+            "names and order, image file names, boxes (to the pixel) and crowd / difficult flags are kept where "
+            "the target can hold them, COCO and YOLO keep category and image ids too; what could not be kept is "
+            "counted in the output. Images are copied, or linked with --link-images; never re-encoded. "
+            "retinanet/data/convert.py describes each layout."
+        ),
+        epilog="examples:\n"
+        "  retinanet data convert data/synth --to yolo --out data/synth_yolo\n"
+        "  retinanet data convert yolo --to coco --out coco_again --link-images\n"
+        "  retinanet data convert VOCdevkit/VOC2007 --to csv --out voc_csv --split test=val",
+    )
+    q.add_argument("src", metavar="SRC", help="a COCO .json or folder, a VOC folder, a CSV file, or a YOLO data.yaml")
+    q.add_argument("--to", required=True, choices=("coco", "voc", "csv", "yolo"), help="the format written")
+    q.add_argument("--out", required=True, metavar="DIR", help="a new or empty folder (created)")
+    q.add_argument(
+        "--kind", choices=("auto", "coco", "voc", "csv", "yolo"), default="auto", help="of SRC (default auto)"
+    )
+    q.add_argument(
+        "--split",
+        action="append",
+        metavar="S[=NEW]",
+        help="convert split S of SRC (repeatable; default all), written as NEW; for a source without splits (a "
+        "CSV or COCO JSON file, a plain VOC folder) the name it is written as (default: its file or folder name)",
+    )
+    q.add_argument("--images-dir", metavar="D", help="COCO: the image folder (default: inferred)")
+    q.add_argument("--class-map", metavar="F", help="CSV: the class_name,id file")
+    images = q.add_mutually_exclusive_group()
+    images.add_argument("--copy-images", action="store_true", help="copy the image files (the default)")
+    images.add_argument(
+        "--link-images", action="store_true", help="hard-link them instead (symbolic links across file systems)"
+    )
+    q.add_argument("--overwrite", action="store_true", help="replace a previous conversion in DIR")
+    q.add_argument(
+        "--on-bad",
+        choices=("error", "skip"),
+        default="error",
+        help="stop at the first bad entry of SRC (default), or skip it and count it",
+    )
+    q.set_defaults(func=cmd_data_convert)
 
     q = data.add_parser(
         "show",

@@ -19,8 +19,10 @@ from .common import (
     CliError,
     add_fast_option,
     add_model_source_options,
+    add_tile_options,
     fast_model,
     load_for_command,
+    tile_spec,
     wrap,
 )
 
@@ -33,6 +35,35 @@ def _split_videos(inputs: list[str]) -> tuple[list[str], list[Path]]:
     return [p for p in inputs if Path(p) not in videos], videos
 
 
+def score_thresh_arg(text: str) -> float | str:
+    """predict's --score-thresh: a number, or best:DIR (read in cmd_predict, not at parsing)."""
+    if text.startswith("best"):
+        if not text.startswith("best:") or text == "best:":
+            raise argparse.ArgumentTypeError(f"{text!r}: the report folder goes after a colon: best:DIR")
+        return text
+    try:
+        return float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r}: expected a number or best:DIR") from None
+
+
+def _resolve_score_thresh(value: float | str) -> float:
+    """--score-thresh as a number: best:DIR is the overall F1-optimal threshold of DIR's report."""
+    if not isinstance(value, str):
+        return value
+    from ..engine.report import ReportError, best_threshold
+
+    try:
+        thresh, best, file = best_threshold(value.removeprefix("best:"))
+    except ReportError as e:
+        raise CliError(f"--score-thresh {value}: {e}") from None
+    print(
+        f"score threshold {thresh:.4f}: the F1-optimal one of {file} (F1 {best['f1']:.3f}, precision "
+        f"{best['precision']:.3f}, recall {best['recall']:.3f} at IoU 0.5 on the evaluated images)"
+    )
+    return thresh
+
+
 def cmd_predict(args: argparse.Namespace) -> int:
     from ..data.common import IMAGE_SUFFIXES
     from ..engine import resolve_device
@@ -42,8 +73,12 @@ def cmd_predict(args: argparse.Namespace) -> int:
 
     if args.batch_size < 1:
         raise CliError(f"--batch-size {args.batch_size}: expected >= 1")
+    args.score_thresh = _resolve_score_thresh(args.score_thresh)
     out = Path(args.out)
     image_inputs, videos = _split_videos(args.inputs)
+    tiles = tile_spec(args, batch_size=args.batch_size)
+    if tiles is not None and videos:
+        raise CliError(f"--tile: images only, not videos ({videos[0]})")
     images = find_images(image_inputs, exclude=out) if image_inputs else []
     if not images and not videos:
         raise CliError(f"no images ({', '.join(IMAGE_SUFFIXES)}) or videos in {' '.join(args.inputs)}")
@@ -64,9 +99,16 @@ def cmd_predict(args: argparse.Namespace) -> int:
     if args.coco:
         info = {"description": "retinanet predict", "weights": args.weights, "score_thresh": args.score_thresh}
         coco = CocoPredictions(class_names, loaded.category_ids, info)
-    total, failed = predict_images(
-        model, device, images, out, class_names, args.score_thresh, args.batch_size, not args.no_pictures, coco
-    )
+    if tiles is not None:
+        from ..inference.tiling import predict_images_tiled
+
+        total, failed = predict_images_tiled(
+            model, device, images, out, class_names, args.score_thresh, tiles, not args.no_pictures, coco
+        )
+    else:
+        total, failed = predict_images(
+            model, device, images, out, class_names, args.score_thresh, args.batch_size, not args.no_pictures, coco
+        )
     done = len(images) - len(failed)
     if coco is not None:
         print(f"COCO-style JSON of the {done} images: {coco.write(args.coco)}")
@@ -173,14 +215,17 @@ def add_parsers(sub) -> None:
             "--coco FILE also writes all of them as one COCO-style JSON (annotations with a score). For "
             "each video, OUT/<stem>_detections.json (COCO-style, one image per frame with its frame_index "
             "and timestamp) and, with --save-video, the annotated video. Animated .gif/.webp are read with "
-            "Pillow; .mp4 .avi .mov .mkv .webm .m4v with PyAV."
+            "Pillow; .mp4 .avi .mov .mkv .webm .m4v with PyAV. --tile SIZE: large images are cut into "
+            "overlapping tiles, each run at its native scale, and the detections merged (an object cut by a "
+            "tile border is reported once, whole)."
         ),
         epilog="examples:\n"
         "  retinanet predict --weights outputs/synth/retinanet_r18_synth/model_final.pth val/ --out preds\n"
         "  retinanet predict --weights torchvision-coco street.jpg photos/ --out preds --score-thresh 0.5\n"
         "  retinanet predict --weights model_final.pth photos/ --out preds --coco preds/detections.json --no-pictures\n"
         "  retinanet predict --weights model_final.pth clip.mp4 --out preds --save-video --batch-size 4\n"
-        "  retinanet predict --weights state_dict.pth --model retinanet_r50_fpn a.jpg --out preds",
+        "  retinanet predict --weights state_dict.pth --model retinanet_r50_fpn a.jpg --out preds\n"
+        "  retinanet predict --weights model_final.pth a.jpg --out preds --tile 256 --tile-overlap 0.25",
     )
     p.add_argument(
         "inputs",
@@ -197,13 +242,18 @@ def add_parsers(sub) -> None:
     )
     p.add_argument("--out", required=True, metavar="DIR", help="the output folder")
     p.add_argument(
-        "--score-thresh", type=float, default=0.3, metavar="S", help="keep detections with score >= S (default 0.3)"
+        "--score-thresh",
+        type=score_thresh_arg,
+        default=0.3,
+        metavar="S",
+        help="keep detections with score >= S (default 0.3); best:DIR: the overall F1-optimal threshold of the "
+        "report that `retinanet eval --report DIR` wrote",
     )
     add_model_source_options(p)
     add_fast_option(p)
     p.add_argument("--device", default="auto", help="auto (default), cpu, cuda, cuda:1, ...")
     p.add_argument(
-        "--batch-size", type=int, default=1, metavar="N", help="images or frames per forward pass (default 1)"
+        "--batch-size", type=int, default=1, metavar="N", help="images, frames or tiles per forward pass (default 1)"
     )
     p.add_argument("--coco", metavar="FILE", help="also write the image detections as one COCO-style JSON file")
     p.add_argument("--no-pictures", action="store_true", help="write no annotated PNG per image (JSON only)")
@@ -212,6 +262,7 @@ def add_parsers(sub) -> None:
         action="store_true",
         help="also write each video annotated: OUT/<stem>_detections.mp4 (.gif/.webp for those inputs)",
     )
+    add_tile_options(p)
     p.set_defaults(func=cmd_predict)
 
     p = sub.add_parser(

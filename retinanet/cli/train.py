@@ -16,6 +16,7 @@ from .common import (
     OVERRIDES_HELP,
     CliError,
     add_fast_option,
+    add_tile_options,
     check_data_paths,
     fast_model,
     load,
@@ -24,6 +25,7 @@ from .common import (
     resolve_config,
     split_positionals,
     synth_config,
+    tile_spec,
     wrap,
 )
 
@@ -62,9 +64,11 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 def cmd_eval(args: argparse.Namespace) -> int:
     from ..data.build import build_datasets
-    from ..engine import evaluate, format_ap_table, format_per_class_table, resolve_device
+    from ..engine import evaluate, format_ap_table, format_per_class_table, is_main, resolve_device
 
     config, overrides = split_positionals(args.args, args.config)
+    _check_report_options(args)
+    tiles = tile_spec(args)  # checked before the (long) loading
     ckpt = read_checkpoint(args.weights)
     saved = ckpt.get("config") is not None
     if config is None and saved:
@@ -94,17 +98,72 @@ def cmd_eval(args: argparse.Namespace) -> int:
             f"{val_ds.num_classes} ({names}): wrong checkpoint for this dataset?"
         )
     device = resolve_device(cfg.train.device)
+    # The report is built from the results file: with --report and no --results it goes in DIR.
+    results_path = args.results or (str(Path(args.report) / "detections.json") if args.report else None)
     metrics = evaluate(
-        fast_model(model.to(device), args), val_ds, cfg, device, args.max_images, results_path=args.results
+        fast_model(model.to(device), args),
+        val_ds,
+        cfg,
+        device,
+        args.max_images,
+        results_path=results_path,
+        tiling=tiles,
     )
     n = len(val_ds) if args.max_images is None else min(args.max_images, len(val_ds))
+    if tiles is not None:
+        print(
+            f"tiled: {tiles.size} px tiles at native scale, overlap {tiles.overlap:g}"
+            + (", plus the full image" if tiles.full_image else "")
+        )
     print(format_ap_table(metrics, title=f"COCO bbox AP of {args.weights} on {val_ds.source} ({n} images)"))
     if args.per_class:
         print()
         print(format_per_class_table(metrics, title="AP per class"))
     if args.results:
         print(f"COCO results JSON: {args.results}")
+    if args.report and is_main():
+        _eval_report(args, cfg, val_ds, n, results_path)
     return EXIT_OK
+
+
+def _check_report_options(args: argparse.Namespace) -> None:
+    """eval's --report / --score-thresh, checked before the (long) evaluation."""
+    if args.score_thresh is not None and not args.report:
+        raise CliError("--score-thresh sets the report's threshold: give --report DIR too")
+    if args.score_thresh is not None and not 0.0 <= args.score_thresh <= 1.0:
+        raise CliError(f"--score-thresh {args.score_thresh}: expected a score in [0, 1]")
+    if args.report and Path(args.report).exists() and not Path(args.report).is_dir():
+        raise CliError(f"--report {args.report} is a file: give a folder")
+
+
+def _eval_report(args: argparse.Namespace, cfg: Config, val_ds, num_images: int, results_path: str) -> None:
+    """The evaluation report of the results just written (retinanet/engine/report.py)."""
+    import json
+
+    from ..diagnostics.eval_report import write_report
+    from ..engine.report import DEFAULT_SCORE_THRESH, build_report
+
+    thresh = DEFAULT_SCORE_THRESH if args.score_thresh is None else args.score_thresh
+    floor = cfg.model.score_thresh
+    info = {"weights": args.weights, "dataset": str(val_ds.source), "model_score_thresh": floor}
+    results = json.loads(Path(results_path).read_text())
+    report = build_report(val_ds.coco_gt(), results, val_ds.image_ids[:num_images], thresh, info)
+    written = write_report(report, args.report)
+    at, best = report["overall"]["at_thresh"], report["overall"]["best"]
+    print(
+        f"\nat score >= {thresh:g} (IoU 0.5, all classes): precision {_num(at['precision'])}, recall "
+        f"{_num(at['recall'])}, F1 {_num(at['f1'])}"
+    )
+    if best["score_thresh"] is not None:
+        f1 = f"F1 {best['f1']:.3f}, precision {_num(best['precision'])}, recall {_num(best['recall'])}"
+        print(f"F1-optimal score threshold {best['score_thresh']:.4f}: {f1} (predict --score-thresh best:DIR)")
+    if thresh < floor:
+        print(f"note: the model dropped scores below model.score_thresh={floor:g}: the report sees none of them")
+    print(f"evaluation report: {written['index']} ({written['html'].name}, {written['report'].name}, pictures)")
+
+
+def _num(x) -> str:
+    return "n/a" if x is None else f"{x:.3f}"
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
@@ -194,6 +253,7 @@ def add_parsers(sub) -> None:
         help="COCO AP of a checkpoint on a validation set",
         formatter_class=FMT,
         usage="retinanet eval [-h] --weights W [--results JSON] [--per-class] [--max-images N] "
+        "[--report DIR [--score-thresh S]] [--tile SIZE [--tile-overlap F] [--tile-full-image]] "
         "[CONFIG | --config CONFIG] [KEY=VALUE ...]",
         description=wrap(
             "Evaluate a checkpoint on the validation set of CONFIG (default: the config saved in the "
@@ -205,7 +265,10 @@ def add_parsers(sub) -> None:
         "  retinanet eval configs/coco/retinanet_r50_fpn_1x.yaml --weights model_final.pth \\\n"
         "      data.val_path=coco/annotations/instances_val2017.json data.val_images_dir=coco/val2017 \\\n"
         "      --results detections.json\n"
-        "  retinanet eval --weights model_final.pth model.score_thresh=0.01 eval.backend=pycocotools",
+        "  retinanet eval --weights model_final.pth model.score_thresh=0.01 eval.backend=pycocotools\n"
+        "  retinanet eval --weights outputs/synth/retinanet_r18_synth/model_final.pth --max-images 8 \\\n"
+        "      --tile 256 --tile-overlap 0.25\n"
+        "  retinanet eval --weights outputs/synth/retinanet_r18_synth/model_final.pth --report report   # index.md",
     )
     p.add_argument(
         "args",
@@ -217,6 +280,20 @@ def add_parsers(sub) -> None:
     p.add_argument("--results", metavar="JSON", help="also write the detections as a COCO results JSON file")
     p.add_argument("--per-class", action="store_true", help="also print the AP of each class")
     p.add_argument("--max-images", type=int, metavar="N", help="evaluate the first N images only")
+    add_tile_options(p)
+    p.add_argument(
+        "--report",
+        metavar="DIR",
+        help="also write the evaluation report to DIR: index.md / index.html, report.json, precision-recall "
+        "curves, confusion matrix, P/R/F1 per class, F1-optimal thresholds, AP by size (pycocotools' matching); "
+        "DIR/detections.json unless --results",
+    )
+    p.add_argument(
+        "--score-thresh",
+        type=float,
+        metavar="S",
+        help="the report's threshold for P/R/F1 and the confusion matrix (default 0.3, predict's default)",
+    )
     add_fast_option(p)
     p.add_argument("--config", metavar="CONFIG", help="the YAML file, as an option (same as the positional CONFIG)")
     p.set_defaults(func=cmd_eval, takes_overrides=True)

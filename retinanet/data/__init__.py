@@ -1,5 +1,5 @@
-"""The data layer: datasets (COCO JSON, Pascal VOC XML, CSV), the built-in synthetic dataset,
-transforms, aspect-ratio batching and dataset checks.
+"""The data layer: datasets (COCO JSON, Pascal VOC XML, CSV, YOLO), the built-in synthetic dataset,
+transforms, aspect-ratio batching, dataset checks and conversion between the formats.
 
 Every dataset yields (image, target): image float32 (3, H, W) RGB in [0, 1]; target
 {"boxes": float32 (n, 4) xyxy absolute pixels, "labels": int64 (n,) contiguous 0..K-1,
@@ -25,6 +25,7 @@ from retinanet.data.samplers import SeededSamples, TrainingBatches, aspect_group
 from retinanet.data.synth import default_synth_dir, ensure_synthetic, generate_synthetic
 from retinanet.data.transforms import Compose, RandomHorizontalFlip
 from retinanet.data.voc import VOC_CLASSES, VocDetection
+from retinanet.data.yolo import YoloDetection
 
 __all__ = [
     "KINDS",
@@ -41,6 +42,7 @@ __all__ = [
     "SeededSamples",
     "TrainingBatches",
     "VocDetection",
+    "YoloDetection",
     "aspect_groups",
     "build_dataset",
     "build_datasets",

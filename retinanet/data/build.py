@@ -12,11 +12,14 @@ from retinanet.data.common import DatasetError, DetectionDataset, MissingFileErr
 from retinanet.data.csv_dataset import CsvDetection
 from retinanet.data.transforms import Compose, RandomHorizontalFlip
 from retinanet.data.voc import VocDetection
+from retinanet.data.yolo import YAML_NAMES, YoloDetection
 
 if TYPE_CHECKING:
     from ..config import Config
 
-KINDS = ("coco", "voc", "csv")
+KINDS = ("coco", "voc", "csv", "yolo")
+# data.train_split / val_split when not set (None): VOC's ImageSets lists, ultralytics' data.yaml keys.
+DEFAULT_SPLITS = {"voc": ("trainval", "test"), "yolo": ("train", "val")}
 
 
 def coco_splits(folder: Path) -> list[str]:
@@ -25,11 +28,11 @@ def coco_splits(folder: Path) -> list[str]:
 
 
 def detect_kind(path: str | Path) -> str:
-    """ "coco", "voc" or "csv" from what is at `path`.
+    """ "coco", "voc", "csv" or "yolo" from what is at `path`.
 
     A .json file -> coco; a folder with annotations/instances_*.json (COCO 2017, the synthetic
-    dataset) -> coco; a .csv file -> csv; a folder with Annotations/, VOC<year>/Annotations or
-    .xml files -> voc.
+    dataset) -> coco; a .csv file -> csv; a .yaml/.yml file, or a folder with data.yaml -> yolo;
+    a folder with Annotations/, VOC<year>/Annotations or .xml files -> voc.
     """
     p = require_exists(Path(path), "dataset path")
     if p.is_file():
@@ -38,16 +41,22 @@ def detect_kind(path: str | Path) -> str:
             return "coco"
         if suffix == ".csv":
             return "csv"
-        raise DatasetError(f"cannot tell the dataset kind of {p}: expected a .json (COCO) or .csv file, or a folder")
+        if suffix in (".yaml", ".yml"):
+            return "yolo"
+        raise DatasetError(
+            f"cannot tell the dataset kind of {p}: expected a .json (COCO), .csv or data.yaml (YOLO) file, or a folder"
+        )
     if (p / "Annotations").is_dir() or any((q / "Annotations").is_dir() for q in p.glob("VOC*")):
         return "voc"
     if coco_splits(p):
         return "coco"
+    if any((p / name).is_file() for name in YAML_NAMES):
+        return "yolo"
     if any(p.glob("*.xml")):
         return "voc"
     raise DatasetError(
         f"cannot tell the dataset kind of folder {p}: expected annotations/instances_*.json (COCO), "
-        "Annotations/ or .xml files (VOC); for CSV give the annotations .csv file"
+        "Annotations/ or .xml files (VOC), data.yaml (YOLO); for CSV give the annotations .csv file"
     )
 
 
@@ -82,12 +91,13 @@ def build_dataset(
 ) -> DetectionDataset:
     """Build a detection dataset from plain arguments.
 
-    kind: "coco" | "voc" | "csv", or None / "auto" to detect it from `path` (`detect_kind`).
+    kind: "coco" | "voc" | "csv" | "yolo", or None / "auto" to detect it from `path` (`detect_kind`).
     path: coco: the instances JSON, or a folder with annotations/instances_<split>.json (then
       `split` names the file, e.g. "train"; the only one is taken when there is one);
       voc: the VOC<year> folder, VOCdevkit (+ `year`), or a folder of .xml files;
-      csv: the annotations CSV.
-    split: coco folder: see above; voc devkit: the ImageSets/Main list (default "trainval").
+      csv: the annotations CSV; yolo: the folder holding data.yaml, or the .yaml file.
+    split: coco folder: see above; voc devkit: the ImageSets/Main list (default "trainval");
+      yolo: a split of data.yaml (the only one when there is one).
     images_dir: coco: default `infer_coco_images_dir`; csv: the folder relative image paths resolve
     against (default the CSV's folder). class_map: csv only.
     class_names: voc and csv: the class list (label = index) instead of the one the files make.
@@ -127,6 +137,11 @@ def build_dataset(
         return VocDetection(
             path, split or "trainval", year=year, class_names=class_names, use_difficult=use_difficult, **common
         )
+    if kind == "yolo":
+        reject(
+            images_dir=images_dir, class_map=class_map, class_names=class_names, year=year, use_difficult=use_difficult
+        )
+        return YoloDetection(path, split, **common)
     reject(split=split, year=year, use_difficult=use_difficult)
     return CsvDetection(path, class_map, class_names=class_names, images_dir=images_dir, **common)
 
@@ -178,11 +193,13 @@ def build_datasets(cfg: "Config", train: bool = True, class_names: Optional[Sequ
         train_images, val_images = d.train_images_dir, d.val_images_dir
     common = dict(class_map=d.class_map, on_bad=d.on_bad, verify_images=d.verify_images)
     takes_names = kind in ("voc", "csv") and d.class_map is None
+    default_train, default_val = DEFAULT_SPLITS.get(kind, (None, None))
+    train_split, val_split = d.train_split or default_train, d.val_split or default_val
     train_ds = None
     if train:
         if train_path is None:
             raise ValueError("data.train_path is not set")
-        extra = {"split": d.train_split} if kind == "voc" else {}
+        extra = {"split": train_split} if kind in DEFAULT_SPLITS else {}
         if takes_names and class_names is not None:
             extra["class_names"] = class_names
         train_ds = build_dataset(
@@ -198,7 +215,7 @@ def build_datasets(cfg: "Config", train: bool = True, class_names: Optional[Sequ
         class_names = train_ds.class_names
     val_ds = None
     if val_path is not None:
-        extra = {"split": d.val_split} if kind == "voc" else {}
+        extra = {"split": val_split} if kind in DEFAULT_SPLITS else {}
         if takes_names and class_names is not None:
             extra["class_names"] = class_names
         val_ds = build_dataset(kind, val_path, images_dir=val_images, keep_empty=True, **extra, **common)

@@ -10,6 +10,11 @@ Coordinates: VOC's <bndbox> holds 1-based, inclusive pixel indices (xmin = 1 is 
 column, xmax is the last covered column). In this package's pixel-edge convention that box is
 (xmin - 1, ymin - 1, xmax, ymax): same as Detectron/detectron2's VOC readers.
 
+Class list: a `labelmap.txt` in the root (the VOC<year> folder or the plain folder), as Datumaro
+and CVAT write it beside a VOC export (`name:color:parts:actions` lines; its "background" entry
+is not a class), gives the classes in its order; without one, a VOCdevkit has VOC's 20 classes
+and a plain folder the sorted names found in its files. `retinanet data convert --to voc` writes one.
+
 `difficult` objects: by default not training targets (`use_difficult=False`, as mmdetection
 and the VOC protocol, which ignores them), and always written to `coco_gt()` with iscrowd = 1 so
 that COCO-style evaluation ignores detections on them instead of counting them as false positives.
@@ -66,6 +71,33 @@ VOC_CLASSES = (
     "train",
     "tvmonitor",
 )
+
+
+LABELMAP = "labelmap.txt"
+
+
+def read_labelmap(path: Path) -> list[str]:
+    """The class names of a Datumaro / CVAT labelmap.txt, in order, without "background".
+    Always raises on a bad line: the class list defines the model's outputs."""
+    names: list[str] = []
+    try:
+        lines = path.read_text(encoding="utf-8-sig").splitlines()
+    except UnicodeDecodeError as e:
+        raise DatasetError(f"{path}: not a UTF-8 text file ({e})") from None
+    for n, line in enumerate(lines, 1):
+        line = line.strip()
+        if not line or line.startswith("#"):
+            continue
+        name = line.split(":", 1)[0].strip()
+        if not name:
+            raise DatasetError(f"{path} line {n}: empty class name")
+        if name in names:
+            raise DatasetError(f"{path} line {n}: duplicate class name '{name}'")
+        if name != "background":  # Datumaro's entry 0: the background of segmentation masks
+            names.append(name)
+    if not names:
+        raise DatasetError(f"{path}: no classes in the label map")
+    return names
 
 
 class VocObject:
@@ -171,8 +203,9 @@ class VocDetection(DetectionDataset):
 
     root: the VOC<year> folder, VOCdevkit (with `year`), or a folder of .xml files.
     split: the ImageSets/Main list for the devkit layout ("train", "val", "trainval", "test");
-    ignored for a plain folder. class_names: the class list (label = index); default the 20 VOC
-    classes for the devkit layout, and the sorted names found in the files for a plain folder.
+    ignored for a plain folder. class_names: the class list (label = index); default the root's
+    labelmap.txt when it has one, else the 20 VOC classes for the devkit layout and the sorted
+    names found in the files for a plain folder.
     Category ids of `coco_gt()` / results are label + 1 (COCO's habit of starting at 1).
     """
 
@@ -221,6 +254,8 @@ class VocDetection(DetectionDataset):
             # Ids from the position in the list, before skipping: stable under on_bad="skip".
             parsed.append((pos + 1, xml, folder, stem, filename, width, height, objects))
 
+        if class_names is None and (self.root / LABELMAP).is_file():
+            class_names = read_labelmap(self.root / LABELMAP)
         if class_names is None:
             if self.layout == "devkit":
                 class_names = list(VOC_CLASSES)

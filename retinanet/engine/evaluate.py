@@ -15,6 +15,7 @@ from ..config import Config
 from ..data.common import DatasetError, collate_fn, worker_error_message
 from .distributed import is_main, rank_and_world, unwrap
 from .metrics import CocoEvaluator
+from .tiling import TileSpec, predict_tiled
 
 
 def resolve_amp(amp: str, device: torch.device) -> str:
@@ -50,12 +51,14 @@ def evaluate(
     writer=None,
     step: int = 0,
     num_examples: int = EVAL_EXAMPLES,
+    tiling: TileSpec | None = None,
 ) -> dict:
     """COCO metrics of `model` on `dataset` (sharded over ranks, gathered on rank 0), and the
     COCO results JSON written to `results_path` when given. Returns the metrics dict on rank 0
     ({} elsewhere). With a TensorBoard `writer`, the first `num_examples` images of this rank's
     share are logged as pictures "eval/example_<k>" at `step`: ground truth in white, detections
-    with score >= EVAL_EXAMPLE_SCORE_THRESH in their class colours."""
+    with score >= EVAL_EXAMPLE_SCORE_THRESH in their class colours. `tiling`: each image predicted
+    by tiles (engine/tiling.py), as `retinanet predict --tile` does."""
     net = unwrap(model)
     was_training = net.training
     net.eval()
@@ -75,7 +78,10 @@ def evaluate(
     try:
         for images, targets in tqdm(loader, desc="eval", disable=not is_main(), leave=False):
             with amp:
-                dets = net([im.to(device) for im in images])
+                if tiling is None:
+                    dets = net([im.to(device) for im in images])
+                else:  # the image stays on the CPU: only its tiles go to the device
+                    dets = [predict_tiled(net, im, tiling, device) for im in images]
             dets = [{k: v.float().cpu() for k, v in d.items()} for d in dets]
             evaluator.update([int(t["image_id"]) for t in targets], dets)
             if writer is not None and len(examples) < num_examples:

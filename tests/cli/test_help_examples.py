@@ -3,7 +3,7 @@
 The examples are read from the parsers themselves, so that an example added to a help text is
 run without editing this file, and an example without a case below fails the test. Each one runs
 in a fresh working folder holding small stand-ins for the files it names: the synthetic dataset
-(and a tiny one as COCO, VOC and CSV files), photos, a clip, checkpoints trained for one
+(and a tiny one as COCO, VOC, CSV and YOLO files), photos, a clip, checkpoints trained for one
 iteration, a bare state dict, torchvision's COCO model with random weights in place of the
 published file. What a case may change in its example is listed in it and nothing else: tiny
 schedule overrides appended to the commands that train (1 iteration at 64 px, no ImageNet
@@ -132,6 +132,11 @@ CASES: dict[str, Case] = {
     "retinanet eval --weights model_final.pth model.score_thresh=0.01 eval.backend=pycocotools": Case(
         prints=("| AP | AP50",)
     ),
+    "retinanet eval --weights outputs/synth/retinanet_r18_synth/model_final.pth --max-images 8 --tile 256 "
+    "--tile-overlap 0.25": Case(prints=("| AP | AP50", "tiled: 256 px tiles at native scale")),
+    "retinanet eval --weights outputs/synth/retinanet_r18_synth/model_final.pth --report report": Case(
+        creates=("report/index.md", "report/report.json", "report/confusion_matrix.png"), prints=("evaluation report:",)
+    ),
     # ---- predict
     "retinanet predict --weights outputs/synth/retinanet_r18_synth/model_final.pth val/ --out preds": Case(
         creates=("preds/*.json", "preds/*.png")
@@ -147,6 +152,9 @@ CASES: dict[str, Case] = {
     ),
     "retinanet predict --weights state_dict.pth --model retinanet_r50_fpn a.jpg --out preds": Case(
         creates=("preds/a.json",)
+    ),
+    "retinanet predict --weights model_final.pth a.jpg --out preds --tile 256 --tile-overlap 0.25": Case(
+        creates=("preds/a.json", "preds/a.png"), prints=("1 images",)
     ),
     # ---- export
     "retinanet export --weights outputs/synth/retinanet_r18_synth/model_final.pth --format onnx --out retinanet.onnx": (
@@ -174,7 +182,24 @@ CASES: dict[str, Case] = {
     "retinanet data check VOCdevkit/VOC2007 --split test": Case(),
     "retinanet data check annotations.csv --class-map classes.csv": Case(),
     "retinanet data check data/synth --split val --on-bad error": Case(),
+    "retinanet data check yolo/data.yaml --split val": Case(prints=("(yolo)",)),
+    # ---- data convert
+    "retinanet data convert data/synth --to yolo --out data/synth_yolo": Case(
+        creates=("data/synth_yolo/data.yaml", "data/synth_yolo/labels/val/000100.txt"), prints=("600 images",)
+    ),
+    "retinanet data convert yolo --to coco --out coco_again --link-images": Case(
+        creates=("coco_again/annotations/instances_train.json", "coco_again/val/000004.jpg"), prints=("hard-linked",)
+    ),
+    "retinanet data convert VOCdevkit/VOC2007 --to csv --out voc_csv --split test=val": Case(
+        creates=("voc_csv/val/val.csv", "voc_csv/classes.csv"), prints=("val (from test): 8 images",)
+    ),
     "retinanet data check data/synth/annotations/instances_val.json": Case(),
+    # ---- data tile
+    "retinanet data tile data/synth --split val --size 160 --overlap 0.25 --out data/synth_tiles --min-visible 0.6 "
+    "--empty-ratio 0.5": Case(
+        creates=("data/synth_tiles/annotations/instances_val.json", "data/synth_tiles/val/000001_x0_y0.jpg"),
+        prints=("tiles of 160 px from 100 images",),
+    ),
     # ---- data show
     "retinanet data show data/synth --out show/": Case(creates=("show/*.png",)),
     "retinanet data show data/synth --config configs/synth/retinanet_r18_synth.yaml --out show/": Case(
@@ -357,6 +382,7 @@ def base(tmp_path_factory):
         default_synth_dir().parent.mkdir(parents=True)
         default_synth_dir().symlink_to(root / "data" / "synth")  # and the default location's copy
         _run_here(["data", "synth", "--out", "tiny", "--train", "8", "--val", "4"])
+        _run_here(["data", "convert", "tiny", "--to", "yolo", "--out", "yolo"])
         (root / "my_coco_folder").symlink_to(root / "tiny")
         coco = root / "coco"
         (coco / "annotations").mkdir(parents=True)
