@@ -19,8 +19,9 @@ class SkippableSGD(torch.optim.SGD):
     buffers as they were, even when the gradients are NaN or infinite.
 
     The arithmetic is torch's single-tensor SGD (grad + wd * p; buf = momentum * buf + grad;
-    p - lr * buf), so a run of steps with `ok` true gives the same parameters, bit for bit, as
-    `torch.optim.SGD`; the state dict is the same too (checkpoints load in either). A parameter
+    p - lr * buf), so a run of steps with `ok` true gives the same parameters as
+    `torch.optim.SGD` (bit for bit on this CPU, tests/engine/test_optim.py); the state dict is
+    the same too (checkpoints load in either). A parameter
     whose first step is skipped gets a zero momentum buffer, which is exactly what torch's first
     step does without dampening (momentum * 0 + grad = grad).
     """
@@ -41,21 +42,26 @@ class SkippableSGD(torch.optim.SGD):
         ok = getattr(self, "_ok", None)
         if ok is None:  # a plain step (GradScaler's fp16 path calls this one)
             return super().step(closure)
+        skip = ~ok
         for group in self.param_groups:
             lr, momentum, wd = group["lr"], group["momentum"], group["weight_decay"]
+            # 0-dim factors picked on the device by `ok` (Python scalars: no copy to the device):
+            # a skipped step multiplies the buffer by 1, adds 0 to it and moves the parameter by
+            # 0 x buffer. In place, one pass each, as torch's SGD does it.
+            step_size = torch.where(ok, -lr, 0.0)
+            decay = torch.where(ok, momentum, 1.0)
             for p in group["params"]:
                 if p.grad is None:
                     continue
-                grad = p.grad.add(p, alpha=wd) if wd else p.grad
+                d = p.grad.add(p, alpha=wd) if wd else p.grad.clone()
+                d.masked_fill_(skip, 0.0)  # the gradient of a skipped step may be NaN
                 if momentum:
                     state = self.state[p]
                     buf = state.get("momentum_buffer")
-                    if buf is None:
-                        new = grad.clone()
-                        state["momentum_buffer"] = torch.where(ok, new, torch.zeros_like(new))
+                    if buf is None:  # torch's first step: the buffer is the gradient (zeros if skipped)
+                        buf = state["momentum_buffer"] = d
                     else:
-                        new = buf.mul(momentum).add_(grad)
-                        buf.copy_(torch.where(ok, new, buf))
-                    grad = new
-                p.copy_(torch.where(ok, p.add(grad, alpha=-lr), p))
+                        buf.mul_(decay.to(buf.dtype)).add_(d)
+                    d = buf
+                p.addcmul_(d, step_size.to(p.dtype))
         return None
