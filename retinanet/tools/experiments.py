@@ -311,9 +311,9 @@ def summarize(runs: list[dict], metrics: Sequence[str]) -> dict:
         vals = [r["metrics"][m] if m in r.get("metrics", {}) else r.get(m) for r in runs]
         vals = [v for v in vals if v is not None and not (isinstance(v, float) and math.isnan(v))]
         if vals:
-            out[m] = round(statistics.fmean(vals), 2)
+            out[m] = statistics.fmean(vals)  # rounded once, where it is shown
             if len(vals) > 1:
-                out[m + "_spread"] = round(max(vals) - min(vals), 2)
+                out[m + "_spread"] = max(vals) - min(vals)
     return out
 
 

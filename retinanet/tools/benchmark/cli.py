@@ -20,6 +20,7 @@ from .common import DEFAULT_AP_WEIGHTS, SECTIONS, TARGETS, dtype_name
 from .components import assign, focal, postprocess
 from .context import Context
 from .inference import ablation, inference
+from .loader import loader
 from .memory import memory_child
 from .report import render_markdown, summary_table
 from .timing import machine_info
@@ -35,6 +36,7 @@ SECTION_RUNNERS: dict[str, Callable[[Context], None]] = {
     "postprocess": postprocess,
     "breakdown": breakdown,
     "ap": ap,
+    "loader": loader,
 }
 assert tuple(SECTION_RUNNERS) == SECTIONS
 

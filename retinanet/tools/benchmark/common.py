@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import torch
 
-SECTIONS = ("ablation", "inference", "train", "focal", "assign", "postprocess", "breakdown", "ap")
+SECTIONS = ("ablation", "inference", "train", "focal", "assign", "postprocess", "breakdown", "ap", "loader")
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 NUM_CLASSES = 91  # torchvision's COCO head: 90 category ids + its unused 0
 LEVEL_STRIDES = (8, 16, 32, 64, 128)  # P3-P7 (Lin et al. 2017, §4): the anchors' feature maps

@@ -1,0 +1,52 @@
+"""The benchmark's `loader` section: what it decodes is what training decodes, and it reports
+per-worker rates against the GPU figure it names."""
+
+import json
+
+import torch
+from torchvision.io import ImageReadMode, decode_image, read_file
+
+from retinanet.data.common import load_image
+from retinanet.tools import benchmark
+from retinanet.tools.benchmark.loader import GPU_IMAGES_PER_S, write_jpegs
+
+
+def test_both_decoders_give_the_training_images_pixels(tmp_path):
+    for path in write_jpegs(tmp_path, 96, 64, 2, seed=0):
+        ours = load_image(path)
+        theirs = decode_image(read_file(str(path)), mode=ImageReadMode.RGB).float() / 255
+        assert ours.shape == theirs.shape == (3, 64, 96)
+        assert torch.equal(ours, theirs)  # the same libjpeg result here: a fair race
+
+
+def test_loader_section_reports_rates_per_worker_and_the_workers_a_gpu_needs(tmp_path):
+    out = tmp_path / "bench"
+    assert benchmark.main(["--quick", "--only", "loader", "--out", str(out)]) == 0
+    rows = [r for r in json.loads((out / "results.json").read_text())["rows"] if r["section"] == "loader"]
+    assert len(rows) == 1
+    row = rows[0]
+    details = row["details"]
+    rates = details["images_per_s"]
+    assert set(rates) == {"ours", "torchvision", "PIL uint8", "decode_image uint8"}
+    assert all(v > 0 for v in rates.values())
+    assert abs(rates["ours"] - 1000 / row["ours_ms"]) < 1e-6 * rates["ours"]
+    assert details["gpu_images_per_s"] == GPU_IMAGES_PER_S == 10.0
+    workers = GPU_IMAGES_PER_S / max(rates["ours"], rates["torchvision"])
+    assert f"{workers:.2f} workers" in row["notes"]
+
+
+def test_the_loader_table_of_results_md_is_the_committed_measurement():
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[2]
+    results = json.loads((root / "benchmarks" / "loader_results.json").read_text())
+    text = (root / "benchmarks" / "RESULTS.md").read_text()
+    rows = [r for r in results["rows"] if r["section"] == "loader"]
+    assert len(rows) == 2
+    for row in rows:
+        rates = row["details"]["images_per_s"]
+        size = row["name"].split(",")[0].replace("JPEG decode ", "")
+        cells = [rates[k] for k in ("ours", "torchvision", "PIL uint8", "decode_image uint8")]
+        workers = row["details"]["gpu_images_per_s"] / max(rates["ours"], rates["torchvision"])
+        line = f"| {size} | " + " | ".join(f"{v:.0f}" for v in cells) + f" | {workers:.2f} |"
+        assert line in text, line
