@@ -92,6 +92,13 @@ def train(
     rank, world, local_rank = init_distributed()
     tc = cfg.train
     device = resolve_device(tc.device, local_rank)
+    precision = resolve_amp(tc.amp, device)
+    if precision == "fp16" and device.type != "cuda":
+        raise ConfigError(
+            f"train.amp=fp16 needs a CUDA device (its loss scaling, GradScaler, is CUDA's), not {device}: "
+            "unscaled float16 gradients underflow, and float16 convolutions train far slower than float32 "
+            "on a CPU; use train.amp=bf16 or off"
+        )
     out = Path(cfg.output_dir)
     check_output_dir(out, resume, overwrite)
     if is_main():
@@ -117,7 +124,6 @@ def train(
         if is_main():
             atomic_write(out / "weights_report.json", report.to_json())
     model = model.to(device)
-    precision = resolve_amp(tc.amp, device)
     if precision != "off":
         # Frozen BatchNorm applied inside the conv before it: under autocast FrozenBatchNorm2d's
         # float32 scale would promote every normalized activation back to float32.

@@ -2,6 +2,7 @@ import math
 
 import pytest
 import torch
+import torchvision
 
 from retinanet import ModelConfig, build_model, get_model
 from retinanet.model.backbone import FrozenBatchNorm2d
@@ -166,3 +167,26 @@ def test_overfits_one_image():
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         opt.step()
     assert history[-1] < 0.7 * history[0], history
+
+
+def test_retinanet_r34_fpn_is_resnet34_and_predicts():
+    from torchvision.models.resnet import BasicBlock
+
+    torch.manual_seed(0)
+    model = get_model("retinanet_r34_fpn", num_classes=4, min_size=64, max_size=64, score_thresh=0.0)
+    bb = model.backbone
+    # ResNet-34: basic blocks, 3-4-6-3 per stage, torchvision's tensors without the classifier
+    # (21.27 M convolution weights; the frozen BatchNorms hold theirs as buffers)
+    assert [len(bb.layer1), len(bb.layer2), len(bb.layer3), len(bb.layer4)] == [3, 4, 6, 3]
+    assert all(isinstance(b, BasicBlock) for layer in (bb.layer1, bb.layer2, bb.layer3, bb.layer4) for b in layer)
+    assert sum(p.numel() for p in bb.parameters()) == 21_267_648
+    reference = torchvision.models.resnet34().state_dict()
+    shapes = {k: v.shape for k, v in reference.items() if not k.startswith("fc.") and "num_batches" not in k}
+    assert {k: v.shape for k, v in bb.state_dict().items()} == shapes
+    assert bb.out_channels == (128, 256, 512) and model.fpn.lateral[0].in_channels == 128
+    assert model.head.cls_score.out_channels == 9 * 4
+    with torch.no_grad():
+        (det,) = model.eval()([torch.rand(3, 64, 64)])
+    assert det["boxes"].shape == (100, 4) and det["labels"].max() < 4
+    assert torch.isfinite(det["boxes"]).all() and (det["boxes"] >= 0).all() and (det["boxes"] <= 64).all()
+    assert (det["scores"][:-1] >= det["scores"][1:]).all() and (det["scores"] > 0).all()
