@@ -386,14 +386,20 @@ def test_tiled_table():
 
 
 def test_anchor_coverage_table():
+    # configured and proposed columns: `retinanet analyze anchors ... --json` with the search
+    search = "docs/anchors/mini_3sc_3ar_search.json"
     t = text(README)
     for bucket, label in (("all", "all "), ("small", "small (<32²)"), ("medium", "medium "), ("large", "large (>96²)")):
         b = artifact(ANCH)["configured"]["buckets"][bucket]
+        assert artifact(search)["configured"]["buckets"][bucket] == b, bucket  # the same measurement
+        p = artifact(search)["proposed"]["buckets"][bucket]
         assert re.search(
             rf"\| {re.escape(label.strip())}\s*\|\s*{b['boxes']} \|"
-            rf"\s*{100 * b['coverage']:.1f}% \|\s*{b['mean_best_iou']:.3f} \|",
+            rf"\s*{100 * b['coverage']:.1f}% \|\s*{b['mean_best_iou']:.3f} \|"
+            rf"\s*{100 * p['coverage']:.1f}% \|\s*{p['mean_best_iou']:.3f} \|",
             t,
         ), bucket
+    assert "train with: " + " ".join(artifact(search)["proposed"]["overrides"]) + " ```" in t
 
 
 def test_results_md_quotes_results_json():

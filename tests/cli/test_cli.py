@@ -354,9 +354,28 @@ def test_demo_end_to_end_tiny(synth, tmp_path, monkeypatch, capsys):
         "--score-thresh",
         "0.0",
     ]
+    # One iteration learns nothing (every AP 0.0): the evaluation's numbers are made distinct, so
+    # that the printed table shows which number went where.
+    import retinanet.engine.trainer as trainer
+
+    evaluate = trainer.evaluate
+
+    def distinct(*args, **kwargs):
+        m = evaluate(*args, **kwargs)
+        return {**m, "AP": 12.34, "AP50": 23.45, "AP75": 34.56, "APs": 45.67, "APm": 56.78, "APl": 67.89}
+
+    monkeypatch.setattr(trainer, "evaluate", distinct)
     assert main(argv) == 0
     printed = capsys.readouterr().out
     assert printed.count("| AP | AP50 | AP75 | AP_S | AP_M | AP_L |") == 1  # once, not also from the engine
+    assert "| 12.3 | 23.4 | 34.6 | 45.7 | 56.8 | 67.9 |" in printed
+    # the printed table is the final evaluation of the run (metrics.jsonl), rounded to 0.1
+    lines = printed.splitlines()
+    row = lines[lines.index("| AP | AP50 | AP75 | AP_S | AP_M | AP_L |") + 2]
+    final = [json.loads(x)["eval"] for x in (out / "metrics.jsonl").read_text().splitlines() if '"eval"' in x][-1]
+    assert final["iter"] == 1
+    want = ["n/a" if k not in final else f"{final[k]:.1f}" for k in ("AP", "AP50", "AP75", "APs", "APm", "APl")]
+    assert row == "| " + " | ".join(want) + " |", (row, final)
     assert str(out / "detections.png") in printed
     grid = Image.open(out / "detections.png")
     assert grid.width > 2 * 320 and grid.height > 2 * 320  # 2 x 2 validation images

@@ -506,21 +506,37 @@ def test_training_on_voc_xml_and_csv(synth_dir, tmp_path):
             f"data.class_map={class_map}",
         ],
     }
+    from retinanet.data.build import build_datasets
+
+    # What each reader gives is the COCO original: the same images in the same order, the same
+    # labels, boxes within the 0.05 px of the files' one decimal (a 1-based VOC index read as
+    # 0-based would be 1 px off).
+    coco_cfg = load_config(None, TINY + [f"data.train_path={synth_dir}", f"output_dir={tmp_path / 'unused'}"])
+    coco_ds = build_datasets(coco_cfg, train=True)[0]
+    losses = {}
     for kind, extra in runs.items():
         out = tmp_path / f"out_{kind}"
         base = [o for o in TINY if not o.startswith("data.kind")]
-        result = train(
-            load_config(None, base + extra + ["train.max_iter=3", "train.lr_steps=[2]", f"output_dir={out}"])
-        )
-        losses = [
+        cfg = load_config(None, base + extra + ["train.max_iter=3", "train.lr_steps=[2]", f"output_dir={out}"])
+        ds = build_datasets(cfg, train=True)[0]
+        assert sorted(ds.class_names) == sorted(coco_ds.class_names) and len(ds) == len(coco_ds), kind
+        for ours, ref in zip(ds.records, coco_ds.records):
+            assert ours.path.name == ref.path.name, kind
+            names = [ds.class_names[k] for k in ours.labels]
+            assert names == [coco_ds.class_names[k] for k in ref.labels], (kind, ref.path)
+            assert len(ref.boxes) == 0 or abs(ours.boxes - ref.boxes).max() <= 0.05 + 1e-4, (kind, ref.path)
+        result = train(cfg)
+        losses[kind] = [
             json.loads(line)["loss"] for line in (out / "metrics.jsonl").read_text().splitlines() if '"loss"' in line
         ]
-        assert len(losses) == 3 and all(0 < v < 100 for v in losses), (kind, losses)
+        assert len(losses[kind]) == 3 and all(0 < v < 100 for v in losses[kind]), (kind, losses)
         assert result["iteration"] == 3 and 0.0 <= result["metrics"]["AP"] <= 100.0, kind
         # both take the class list in sorted order (the class map written above; VOC: collected)
         assert load_checkpoint(out / "model_final.pth")["class_names"] == sorted(
             ["circle", "square", "triangle", "ring", "cross", "star"]
         )
+    # the same data in the same order: the two runs train alike (boxes differ by rounding only)
+    assert losses["voc"] == pytest.approx(losses["csv"], rel=1e-3), losses
 
 
 def test_bf16_autocast_training_on_cpu(synth_dir, tmp_path):
