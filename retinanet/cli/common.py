@@ -161,12 +161,23 @@ def dataset_options(q: argparse.ArgumentParser) -> None:
     q.add_argument(
         "--config", metavar="CONFIG", help="the YAML config whose model options apply (default: the paper's defaults)"
     )
-    q.add_argument("--kind", choices=("coco", "voc", "csv", "yolo"), help="default: detected from DATASET")
-    q.add_argument(
-        "--split",
-        help="COCO folder: annotations/instances_<split>.json, YOLO: a data.yaml split (default train when there "
+    add_source_options(
+        q,
+        "COCO folder: annotations/instances_<split>.json, YOLO: a data.yaml split (default train when there "
         "are several); VOC: ImageSets/Main/<split>.txt",
     )
+
+
+def add_source_options(q: argparse.ArgumentParser, split_help: str, what: str = "DATASET", **split_kwargs) -> None:
+    """--kind, --split, --images-dir and --class-map: how a dataset argument is read, for every
+    command that reads one (`data check / show / tile / convert`, `analyze anchors`)."""
+    from ..data.build import KINDS
+
+    if what == "SRC":  # convert: "auto" spelled out, as its report names the kind it detected
+        q.add_argument("--kind", choices=("auto", *KINDS), default="auto", help="of SRC (default auto)")
+    else:
+        q.add_argument("--kind", choices=KINDS, help=f"default: detected from {what}")
+    q.add_argument("--split", help=split_help, **split_kwargs)
     q.add_argument("--images-dir", metavar="D", help="COCO: the image folder (default: inferred)")
     q.add_argument("--class-map", metavar="F", help="CSV: the class_name,id file")
 

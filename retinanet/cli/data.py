@@ -9,11 +9,13 @@ import time
 from pathlib import Path
 
 from ..config import Config, load_config
+from ..data.build import KINDS
 from .common import (
     EXIT_FAILED,
     EXIT_OK,
     FMT,
     CliError,
+    add_source_options,
     config_file,
     dataset_options,
     load,
@@ -332,14 +334,11 @@ def add_parsers(sub) -> None:
     q.add_argument(
         "path", metavar="PATH", help="a COCO .json or folder, a VOC folder, a CSV annotations file, or a YOLO data.yaml"
     )
-    q.add_argument("--kind", choices=("coco", "voc", "csv", "yolo"), help="default: detected from PATH")
-    q.add_argument(
-        "--split",
-        help="COCO folder: annotations/instances_<split>.json; VOC: ImageSets/Main/<split>.txt; "
-        "YOLO: a split of data.yaml",
+    add_source_options(
+        q,
+        "COCO folder: annotations/instances_<split>.json; VOC: ImageSets/Main/<split>.txt; YOLO: a split of data.yaml",
+        what="PATH",
     )
-    q.add_argument("--images-dir", metavar="D", help="COCO: the image folder (default: inferred)")
-    q.add_argument("--class-map", metavar="F", help="CSV: the class_name,id file")
     q.add_argument(
         "--on-bad",
         choices=("skip", "error"),
@@ -397,14 +396,11 @@ def add_parsers(sub) -> None:
         help="tiles without boxes kept: at most R per tile with boxes (default 1; 0: none)",
     )
     q.add_argument("--seed", type=int, default=0, metavar="N", help="seed of the choice of negatives (default 0)")
-    q.add_argument("--kind", choices=("coco", "voc", "csv", "yolo"), help="default: detected from DATASET")
-    q.add_argument(
-        "--split",
-        help="COCO folder: annotations/instances_<split>.json; VOC: ImageSets/Main/<split>.txt; YOLO: the "
+    add_source_options(
+        q,
+        "COCO folder: annotations/instances_<split>.json; VOC: ImageSets/Main/<split>.txt; YOLO: the "
         "data.yaml key; also the output split (default: the COCO file's, else train)",
     )
-    q.add_argument("--images-dir", metavar="D", help="COCO: the image folder (default: inferred)")
-    q.add_argument("--class-map", metavar="F", help="CSV: the class_name,id file")
     q.set_defaults(func=cmd_data_tile)
 
     q = data.add_parser(
@@ -425,20 +421,16 @@ def add_parsers(sub) -> None:
         "  retinanet data convert VOCdevkit/VOC2007 --to csv --out voc_csv --split test=val",
     )
     q.add_argument("src", metavar="SRC", help="a COCO .json or folder, a VOC folder, a CSV file, or a YOLO data.yaml")
-    q.add_argument("--to", required=True, choices=("coco", "voc", "csv", "yolo"), help="the format written")
+    q.add_argument("--to", required=True, choices=KINDS, help="the format written")
     q.add_argument("--out", required=True, metavar="DIR", help="a new or empty folder (created)")
-    q.add_argument(
-        "--kind", choices=("auto", "coco", "voc", "csv", "yolo"), default="auto", help="of SRC (default auto)"
-    )
-    q.add_argument(
-        "--split",
+    add_source_options(
+        q,
+        "convert split S of SRC (repeatable; default all), written as NEW; for a source without splits (a "
+        "CSV or COCO JSON file, a plain VOC folder) the name it is written as (default: its file or folder name)",
+        what="SRC",
         action="append",
         metavar="S[=NEW]",
-        help="convert split S of SRC (repeatable; default all), written as NEW; for a source without splits (a "
-        "CSV or COCO JSON file, a plain VOC folder) the name it is written as (default: its file or folder name)",
     )
-    q.add_argument("--images-dir", metavar="D", help="COCO: the image folder (default: inferred)")
-    q.add_argument("--class-map", metavar="F", help="CSV: the class_name,id file")
     images = q.add_mutually_exclusive_group()
     images.add_argument("--copy-images", action="store_true", help="copy the image files (the default)")
     images.add_argument(
