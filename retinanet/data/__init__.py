@@ -1,7 +1,7 @@
 """The data layer: datasets (COCO JSON, Pascal VOC XML, CSV, YOLO), the built-in synthetic dataset,
 transforms, aspect-ratio batching, dataset checks and conversion between the formats.
 
-Every dataset yields (image, target): image float32 (3, H, W) RGB in [0, 1]; target
+Every dataset yields (image, target): image uint8 (3, H, W) RGB; target
 {"boxes": float32 (n, 4) xyxy absolute pixels, "labels": int64 (n,) contiguous 0..K-1,
 "image_id": int}; n may be 0. Datasets expose class_names, label_to_cat_id, image_ids,
 aspect_ratios() and coco_gt(). `build_dataset` is the one place that turns plain arguments

@@ -150,8 +150,10 @@ def parse_item(item: str) -> tuple[str, dict[str, Any]]:
 
 
 class Augment:
-    """`(image float (3, H, W) in 0..1, target) -> (image, target)`: the steps of `items`
-    (`data.augment`) in order, then boxes under 1 px dropped."""
+    """`(image (3, H, W), target) -> (image float in 0..1, target)`: the steps of `items`
+    (`data.augment`) in order, then boxes under 1 px dropped. A uint8 image is converted first:
+    torchvision's resizes and colour jitter then work in float, as they did before the
+    datasets yielded uint8."""
 
     def __init__(self, items: Sequence[str]):
         self.items = list(items)
@@ -159,6 +161,8 @@ class Augment:
         self.sanitize = v2.SanitizeBoundingBoxes(min_size=1.0, labels_getter=lambda s: s["labels"])
 
     def __call__(self, image: Tensor, target: dict) -> tuple[Tensor, dict]:
+        if image.dtype == torch.uint8:
+            image = image.float().div_(255.0)
         h, w = image.shape[-2:]
         sample = {
             "image": tv_tensors.Image(image),

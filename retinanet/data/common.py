@@ -6,7 +6,7 @@ Conventions used throughout `retinanet.data`:
   covers pixel columns 0..9 is x1 = 0, x2 = 10 (the COCO convention; VOC's 1-based inclusive
   indices are converted by its reader).
 - Labels are int64 contiguous 0..K-1; `label_to_cat_id[label]` is the dataset's own category id.
-- Images are float32 (3, H, W) RGB tensors in [0, 1].
+- Images are uint8 (3, H, W) RGB tensors (`load_image(path)`: float32 in [0, 1]).
 """
 
 from __future__ import annotations
@@ -23,6 +23,7 @@ import torch
 from PIL import Image, ImageOps
 from torch import Tensor
 from torch.utils.data import Dataset
+from torchcodec.decoders import decode_image
 
 LOGGER = logging.getLogger("retinanet.data")
 
@@ -222,32 +223,56 @@ def to_rgb8(im: Image.Image) -> np.ndarray:
 EXIF_ORIENTATION = 0x0112  # the EXIF tag: 1 = as stored; 2-8 = flipped and/or rotated for display
 
 
+# Formats and modes that TorchCodec's image decoder (torchvision.io's successor) reads to the
+# same pixels as PIL + to_rgb8, and faster (benchmarks/RESULTS.md, the data loader): 8-bit RGB or
+# grey JPEG/PNG without transparency or EXIF orientation. Everything else (16-bit, palette,
+# CMYK, alpha, other formats, turned photos) goes through PIL.
+_FAST_DECODE = {"JPEG": ("RGB", "L"), "PNG": ("RGB", "L")}
+
+
 def _decode(path: str | os.PathLike, orient: bool) -> tuple[Tensor, int]:
-    """(float32 (3, H, W) RGB in [0, 1], the file's EXIF orientation), turned by it when `orient`."""
+    """(uint8 (3, H, W) RGB, the file's EXIF orientation), turned by it when `orient`."""
     try:
-        with Image.open(path) as im:
-            im.load()  # forces the full decode: truncated files fail here
+        with Image.open(path) as im:  # lazy: the header only
             orientation = int(im.getexif().get(EXIF_ORIENTATION, 1))
-            array = to_rgb8(ImageOps.exif_transpose(im) if orient else im)
+            fast = (
+                im.mode in _FAST_DECODE.get(im.format or "", ())
+                and "transparency" not in im.info
+                and orientation == 1  # TorchCodec turns by EXIF on its own; datasets must not be
+            )
+            if not fast:
+                im.load()  # forces the full decode: truncated files fail here
+                array = to_rgb8(ImageOps.exif_transpose(im) if orient else im)
     except FileNotFoundError:
         raise MissingFileError(f"image file not found: {path}") from None
     except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as e:
         raise DatasetError(f"cannot decode image file {path}: {e}") from e
-    return torch.from_numpy(array).permute(2, 0, 1).contiguous().float().div_(255.0), orientation
+    if not fast:
+        return torch.from_numpy(array).permute(2, 0, 1).contiguous(), orientation
+    try:
+        return decode_image(os.fspath(path), mode="RGB"), orientation
+    except RuntimeError as e:  # truncated or corrupt data; the message's last line says what
+        reason = str(e).strip().splitlines()[-1] if str(e).strip() else type(e).__name__
+        raise DatasetError(f"cannot decode image file {path}: {reason}") from e
 
 
-def load_image(path: str | os.PathLike) -> Tensor:
-    """Decode an image file into a float32 (3, H, W) RGB tensor in [0, 1] (`to_rgb8`).
+def load_image(path: str | os.PathLike, dtype: torch.dtype = torch.float32) -> Tensor:
+    """Decode an image file into a (3, H, W) RGB tensor (`to_rgb8`): float32 in [0, 1] by
+    default, or the decoded uint8 pixels with dtype=torch.uint8 (what the datasets yield: the
+    model converts and normalises on its device, and a uint8 batch is a quarter of the bytes
+    to pin and copy).
 
     EXIF orientation is not applied: COCO/VOC boxes refer to the stored pixels. Errors name the
     file, so that a failure inside a DataLoader worker is readable.
     """
-    return _decode(path, orient=False)[0]
+    image = _decode(path, orient=False)[0]
+    return image if dtype == torch.uint8 else image.to(dtype).div_(255.0)
 
 
 def load_photo(path: str | os.PathLike) -> tuple[Tensor, int]:
-    """(image, EXIF orientation) with the image turned as viewers show it, for prediction on
-    photos: the boxes are then in the frame the user sees. Orientation 1: stored as shown."""
+    """(uint8 (3, H, W) image, EXIF orientation) with the image turned as viewers show it, for
+    prediction on photos: the boxes are then in the frame the user sees. Orientation 1: stored
+    as shown."""
     return _decode(path, orient=True)
 
 
@@ -285,9 +310,9 @@ def verify_image(path: str | os.PathLike, width: int, height: int) -> Optional[s
 class DetectionDataset(Dataset):
     """A detection dataset over validated `ImageRecord`s.
 
-    `dataset[i]` -> (image, target): image float32 (3, H, W) RGB in [0, 1]; target
-    {"boxes": float32 (n, 4) xyxy absolute pixels, "labels": int64 (n,) in 0..K-1,
-    "image_id": int}. n may be 0 (a negative image). `transforms(image, target)` is applied last.
+    `dataset[i]` -> (image, target): image uint8 (3, H, W) RGB (the model converts and
+    normalises it on its device); target {"boxes": float32 (n, 4) xyxy absolute pixels,
+    "labels": int64 (n,) in 0..K-1, "image_id": int}. n may be 0 (a negative image). `transforms(image, target)` is applied last.
 
     Attributes: class_names (index = label), label_to_cat_id (label -> the dataset's category id,
     for COCO results JSON), image_ids, skipped (kind -> count of skipped / clipped entries),
@@ -334,7 +359,7 @@ class DetectionDataset(Dataset):
 
     def __getitem__(self, index: int) -> tuple[Tensor, dict]:
         rec = self.records[index]
-        image = load_image(rec.path)
+        image = load_image(rec.path, dtype=torch.uint8)  # the model converts on its device
         if image.shape[1] != rec.height or image.shape[2] != rec.width:
             raise DatasetError(
                 f"image file {rec.path} is {image.shape[2]}x{image.shape[1]} but its annotation "

@@ -1,6 +1,6 @@
 """Joint image/target transforms: callables `(image, target) -> (image, target)`.
 
-image: float32 (3, H, W); target: {"boxes": float32 (n, 4) xyxy absolute pixels (pixel-edge
+image: (3, H, W), uint8 as the datasets yield it (or float); target: {"boxes": float32 (n, 4) xyxy absolute pixels (pixel-edge
 convention, so a flip maps x to W - x), "labels": int64 (n,), "image_id": int, ...}. Targets are
 copied, never modified in place, so a dataset's cached arrays are safe.
 

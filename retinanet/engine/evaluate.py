@@ -40,6 +40,28 @@ EVAL_EXAMPLES = 4
 EVAL_EXAMPLE_SCORE_THRESH = 0.3
 
 
+def eval_loader(
+    dataset, cfg: Config, device: torch.device, max_images: int | None = None, persistent: bool = False
+) -> DataLoader:
+    """The loader of this rank's share of `dataset` (the first `max_images`), batches of
+    cfg.eval.batch_size. Pinned on CUDA, so the non-blocking copies in `evaluate` overlap. With
+    `persistent` and loader workers, the workers live as long as the loader: the trainer makes
+    one for all its periodic evaluations instead of starting data.num_workers processes each
+    time."""
+    rank, world = rank_and_world()
+    n = len(dataset) if max_images is None else min(max_images, len(dataset))
+    workers = cfg.data.num_workers
+    return DataLoader(
+        Subset(dataset, list(range(rank, n, world))),
+        batch_size=cfg.eval.batch_size,
+        shuffle=False,
+        num_workers=workers,
+        collate_fn=collate_fn,
+        pin_memory=device.type == "cuda",
+        persistent_workers=persistent and workers > 0,
+    )
+
+
 @torch.no_grad()
 def evaluate(
     model: nn.Module,
@@ -52,26 +74,20 @@ def evaluate(
     step: int = 0,
     num_examples: int = EVAL_EXAMPLES,
     tiling: TileSpec | None = None,
+    loader: DataLoader | None = None,
 ) -> dict:
     """COCO metrics of `model` on `dataset` (sharded over ranks, gathered on rank 0), and the
     COCO results JSON written to `results_path` when given. Returns the metrics dict on rank 0
     ({} elsewhere). With a TensorBoard `writer`, the first `num_examples` images of this rank's
     share are logged as pictures "eval/example_<k>" at `step`: ground truth in white, detections
     with score >= EVAL_EXAMPLE_SCORE_THRESH in their class colours. `tiling`: each image predicted
-    by tiles (engine/tiling.py), as `retinanet predict --tile` does."""
+    by tiles (engine/tiling.py), as `retinanet predict --tile` does. `loader`: an `eval_loader`
+    of `dataset` to reuse (then `max_images` is the loader's)."""
     net = unwrap(model)
     was_training = net.training
     net.eval()
     rank, world = rank_and_world()
-    n = len(dataset) if max_images is None else min(max_images, len(dataset))
-    indices = list(range(rank, n, world))
-    loader = DataLoader(
-        Subset(dataset, indices),
-        batch_size=cfg.eval.batch_size,
-        shuffle=False,
-        num_workers=cfg.data.num_workers,
-        collate_fn=collate_fn,
-    )
+    loader = eval_loader(dataset, cfg, device, max_images) if loader is None else loader
     evaluator = CocoEvaluator(dataset.coco_gt(), dataset.label_to_cat_id, backend=cfg.eval.backend)
     amp = autocast(cfg.train.amp, device)
     examples = []
@@ -79,7 +95,7 @@ def evaluate(
         for images, targets in tqdm(loader, desc="eval", disable=not is_main(), leave=False):
             with amp:
                 if tiling is None:
-                    dets = net([im.to(device) for im in images])
+                    dets = net([im.to(device, non_blocking=True) for im in images])
                 else:  # the image stays on the CPU: only its tiles go to the device
                     dets = [predict_tiled(net, im, tiling, device) for im in images]
             dets = [{k: v.float().cpu() for k, v in d.items()} for d in dets]
@@ -124,4 +140,4 @@ def _log_examples(writer, examples, class_names, step: int) -> None:
     writer.flush()
 
 
-__all__ = ["EVAL_EXAMPLES", "autocast", "evaluate"]
+__all__ = ["EVAL_EXAMPLES", "autocast", "eval_loader", "evaluate"]

@@ -30,7 +30,7 @@ from ..utils.io import atomic_write
 from ..weights.loader import init_from_weights
 from .checkpoint import restore_training_state, save_final, save_training_state
 from .distributed import init_distributed, is_main, resolve_device
-from .evaluate import autocast, evaluate, resolve_amp
+from .evaluate import autocast, eval_loader, evaluate, resolve_amp
 from .metrics import format_ap_table
 from .optim import SkippableSGD
 from .progress import Progress
@@ -184,6 +184,7 @@ def train(
         log.info("this run stopped early at iteration %d (train.patience): nothing left to train", start_iter)
         end_iter = start_iter
     last_eval: dict = {}
+    val_loader = None  # built at the first periodic evaluation, its workers kept for the next ones
 
     def checkpoint(iteration: int) -> None:
         save_training_state(
@@ -296,7 +297,8 @@ def train(
             # Evaluated before the checkpoint of the same iteration, so that it holds the progress.
             stop = False
             if tc.eval_period and it % tc.eval_period == 0 and it < tc.max_iter and val_ds is not None:
-                last_eval = evaluate(model, val_ds, cfg, device, writer=writer, step=it)
+                val_loader = val_loader or eval_loader(val_ds, cfg, device, persistent=True)
+                last_eval = evaluate(model, val_ds, cfg, device, writer=writer, step=it, loader=val_loader)
                 if is_main():
                     _log_eval(last_eval, it, writer, metrics_file)
                 stop = after_evaluation(last_eval, it)
@@ -316,7 +318,7 @@ def train(
         if is_main():  # before the final evaluation: a failing evaluation loses no trained weights
             save_final(out / "model_final.pth", model, cfg, train_ds)
         if val_ds is not None:
-            metrics = evaluate(model, val_ds, cfg, device, writer=writer, step=it)
+            metrics = evaluate(model, val_ds, cfg, device, writer=writer, step=it, loader=val_loader)
             if is_main():
                 _log_eval(metrics, it, writer, metrics_file, echo=print_final)
             after_evaluation(metrics, it, final=True)

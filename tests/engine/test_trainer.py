@@ -204,7 +204,7 @@ def test_save_best_and_patience_keep_the_best_model_stop_and_survive_a_resume(sy
     aps = iter([10.0, 20.0, 15.0, 15.0])
     calls = []
 
-    def stub_evaluate(model, dataset, cfg, device, writer=None, step=None):
+    def stub_evaluate(model, dataset, cfg, device, writer=None, step=None, loader=None):
         calls.append(step)
         ap = next(aps)
         return {k: ap for k in ("AP", "AP50", "AP75", "APs", "APm", "APl")}
@@ -300,6 +300,32 @@ def test_clip_grad_norm_bounds_the_update_and_eval_period_evaluates_mid_run(synt
         if '"eval"' in line
     ]
     assert evals == [1, 2]  # iteration 1 (the period) and the final one
+
+
+def test_periodic_evaluations_share_one_loader_whose_workers_persist(synth_dir, tmp_path, monkeypatch):
+    """The trainer builds one evaluation loader (persistent workers) for all its evaluations:
+    the same worker process serves each, and the metrics equal a fresh loader's."""
+    import retinanet.engine.trainer as trainer_module
+    from retinanet.engine.evaluate import evaluate
+
+    seen = []
+
+    def spy(model, dataset, cfg, device, **kw):
+        metrics = evaluate(model, dataset, cfg, device, **kw)
+        loader = kw["loader"]
+        seen.append((loader, tuple(w.pid for w in loader._iterator._workers), metrics["AP"]))
+        return metrics
+
+    monkeypatch.setattr(trainer_module, "evaluate", spy)
+    cfg = _cfg(synth_dir, tmp_path / "run", "train.max_iter=3", "train.eval_period=1", "data.num_workers=1")
+    train(cfg)
+    assert len(seen) == 3  # iterations 1, 2 and the final one
+    assert len({id(loader) for loader, _, _ in seen}) == 1 and len({pids for _, pids, _ in seen}) == 1
+    loader = seen[0][0]
+    assert loader.persistent_workers and not loader.pin_memory  # pinned on CUDA only
+    final = build_and_load(tmp_path / "run" / "model_final.pth")
+    fresh = evaluate(final, loader.dataset.dataset, cfg, torch.device("cpu"))
+    assert fresh["AP"] == seen[-1][2]
 
 
 def build_and_load(path):

@@ -5,6 +5,7 @@ from pathlib import Path
 
 import torch
 import torchvision
+from helpers import assert_same_detections
 
 from retinanet import VARIANTS, get_model
 from retinanet.utils.download import cached_path
@@ -15,15 +16,35 @@ REPO = Path(__file__).resolve().parents[2]
 
 
 def test_hub_load_from_local_repo_builds_the_named_variant():
+    kw = dict(num_classes=3, fpn_channels=64, head_convs=1)
     torch.manual_seed(0)
-    model = torch.hub.load(str(REPO), "retinanet_r18_fpn", source="local", num_classes=3, fpn_channels=64, head_convs=1)
+    plain = torch.hub.load(str(REPO), "retinanet_r18_fpn", source="local", fast=False, **kw)
     torch.manual_seed(0)
-    reference = get_model("retinanet_r18_fpn", num_classes=3, fpn_channels=64, head_convs=1)
-    assert not model.training  # ready to predict
-    assert model.config == reference.config
-    assert model.head.cls_score.out_channels == 9 * 3
-    state, ref = model.state_dict(), reference.state_dict()
+    reference = get_model("retinanet_r18_fpn", **kw)
+    assert not plain.training  # ready to predict
+    assert plain.config == reference.config
+    assert plain.head.cls_score.out_channels == 9 * 3
+    state, ref = plain.state_dict(), reference.state_dict()
     assert state.keys() == ref.keys() and all(torch.equal(state[k], ref[k]) for k in state)
+
+
+def test_hub_models_are_fast_by_default_with_the_plain_models_detections():
+    """The default entry is optimize_for_inference's model (BatchNorm folded, channels_last):
+    other weights layout, the same detections as the plain model of the same seed."""
+    kw = dict(num_classes=3, fpn_channels=64, head_convs=1, score_thresh=0.0147)  # fewer than the 100 kept
+    torch.manual_seed(0)
+    fast = torch.hub.load(str(REPO), "retinanet_r18_fpn", source="local", **kw)
+    torch.manual_seed(0)
+    plain = torch.hub.load(str(REPO), "retinanet_r18_fpn", source="local", fast=False, **kw)
+    assert not any(isinstance(m, torch.nn.BatchNorm2d) or "FrozenBatchNorm" in type(m).__name__ for m in fast.modules())
+    assert fast.backbone.conv1.weight.is_contiguous(memory_format=torch.channels_last)
+    torch.manual_seed(1)
+    images = [torch.rand(3, 96, 128), torch.rand(3, 80, 100)]
+    with torch.no_grad():
+        got, want = fast(images), plain(images)
+    for g, w in zip(got, want):
+        assert 5 < len(w["scores"]) < 100
+        assert_same_detections(g, w)
 
 
 def test_hubconf_has_one_entry_per_variant():
@@ -51,7 +72,9 @@ def test_hub_load_torchvision_coco_weights_from_the_cache(torch_home, monkeypatc
         raise AssertionError("tried to download")
 
     monkeypatch.setattr(torch.hub, "download_url_to_file", no_download)
-    model = torch.hub.load(str(REPO), "retinanet_r50_fpn", source="local", weights="torchvision-coco", score_thresh=0.2)
+    model = torch.hub.load(
+        str(REPO), "retinanet_r50_fpn", source="local", weights="torchvision-coco", score_thresh=0.2, fast=False
+    )
     assert model.num_classes == 3 and model.score_thresh == 0.2 and not model.training
     assert model.config.anchor_style == "torchvision" and model.config.p6_from == "p5"
     converted = convert_torchvision_state_dict(reference.state_dict())

@@ -12,6 +12,8 @@ import torchvision
 from torch import Tensor, nn
 
 from ...deploy import optimize as fast
+from ...engine.optim import SkippableSGD
+from ...engine.trainer import all_finite
 from ...model.backbone import freeze_batchnorm
 from ...weights.torchvision import from_torchvision
 from .common import NUM_CLASSES
@@ -102,7 +104,9 @@ def training_setup(
 ):
     """A fresh training-mode model holding `state` (a torchvision state dict), optimized with
     fast.optimize_for_training(**options) unless options is None, its SGD optimizer and (fp16
-    only) a GradScaler."""
+    only) a GradScaler. Ours steps as `retinanet train` does: `SkippableSGD`, the update
+    selected by the loss's finiteness on the device (engine/optim.py); torchvision's with
+    torch's SGD (the same arithmetic)."""
     if kind == "torchvision":
         model = torchvision_model(0, size)
         model.load_state_dict(state)
@@ -114,7 +118,8 @@ def training_setup(
     params = [p for p in model.parameters() if p.requires_grad]
     # A small LR: the step is real (momentum, weight decay) but the weights stay where they are,
     # so every timed step does the same work.
-    opt = torch.optim.SGD(params, lr=1e-5, momentum=0.9, weight_decay=1e-4)
+    sgd = SkippableSGD if kind == "ours" and dtype != torch.float16 else torch.optim.SGD
+    opt = sgd(params, lr=1e-5, momentum=0.9, weight_decay=1e-4)
     scaler = torch.amp.GradScaler(device.type) if dtype == torch.float16 else None
     return model, opt, scaler
 
@@ -130,6 +135,10 @@ def train_step(model, opt, images, targets, device, dtype, scaler):
         scaler.scale(loss).backward()
         scaler.step(opt)
         scaler.update()
+    elif isinstance(opt, SkippableSGD):  # the engine's step: no host read of the loss
+        ok = all_finite(loss, 1)
+        loss.backward()
+        opt.step_if(ok)
     else:
         loss.backward()
         opt.step()
