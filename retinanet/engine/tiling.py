@@ -156,7 +156,10 @@ class _Image:
         """(3, H // f, W // f) uint8 or float: the image shrunk by an integer factor, by block means
         over strips of rows (a uint8 image never has a float copy of its full size)."""
         if self.kind == "tensor":  # in memory already: the model shrinks it as it shrinks any image
-            return self.image if factor == 1 else torch.nn.functional.avg_pool2d(self.image[None].float(), factor)[0]
+            if factor == 1:
+                return self.image
+            image = self.image.float().div_(255.0) if self.image.dtype == torch.uint8 else self.image.float()
+            return torch.nn.functional.avg_pool2d(image[None], factor)[0]  # float in [0, 1] either way
         if factor == 1:  # an image at most twice the model's input
             return self.crop((0, 0, self.width, self.height))
         if self.kind == "pil":

@@ -265,3 +265,15 @@ def test_memory_stays_bounded_on_a_10000_px_image():
     want = torch.tensor([[1000, 990, 1030, 1060], [4980, 5000, 5040, 5050], [9900, 9950, 9990, 9999]])
     got = torch.tensor(sorted(result["boxes"]))  # the full pass (12 px blocks) keeps none: small objects
     assert torch.equal(got, want.float())
+
+
+def test_a_uint8_tensor_is_shrunk_to_the_same_picture_as_its_float_image():
+    """Datasets yield uint8 tensors: the full-image pass of a tiled prediction shrinks them, and
+    must hand the model the same [0, 1] picture as the float image would (not 0..255 floats)."""
+    g = torch.Generator().manual_seed(0)
+    u8 = torch.randint(0, 256, (3, 64, 96), dtype=torch.uint8, generator=g)
+    as_float = tiling._Image(u8.float() / 255).reduced(4)
+    as_uint8 = tiling._Image(u8).reduced(4)
+    assert as_uint8.shape == (3, 16, 24) and as_uint8.dtype == torch.float32
+    torch.testing.assert_close(as_uint8, as_float, rtol=0, atol=1e-6)
+    assert torch.equal(tiling._Image(u8).reduced(1), u8)  # unshrunk: uint8 as it is (the model divides)
