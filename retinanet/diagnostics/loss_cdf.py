@@ -79,8 +79,8 @@ def plot_fig4(
             frac, cdf = normalized_loss_cdf(pt, g)
             ax.plot(frac, cdf, label=f"γ = {g:g}")
         summary[f"{g:g}"] = {
-            "negatives_hardest_1pct_share": round(_top_share(neg_pt, g, 0.01), 4),
-            "positives_hardest_20pct_share": round(_top_share(pos_pt, g, 0.20), 4),
+            "negatives_hardest_1pct_share": round(top_share(neg_pt, g, 0.01), 4),
+            "positives_hardest_20pct_share": round(top_share(pos_pt, g, 0.20), 4),
         }
     for ax, kind, n in ((axes[0], "positive", len(pos_pt)), (axes[1], "negative", len(neg_pt))):
         ax.set(
@@ -94,10 +94,11 @@ def plot_fig4(
     return save_figure(fig, out), summary
 
 
-def _top_share(pt: np.ndarray, gamma: float, top: float) -> float:
+def top_share(pt: np.ndarray, gamma: float, top: float) -> float:
+    """The share of the total loss FL_γ(p_t) carried by the hardest `top` fraction of examples."""
     loss = np.sort(focal_loss_of_pt(np.clip(pt, 1e-12, 1.0), gamma))
     k = max(1, int(round(len(loss) * top)))
     return float(loss[-k:].sum() / loss.sum()) if loss.sum() > 0 else 0.0
 
 
-__all__ = ["FIG4_GAMMAS", "collect_pt", "focal_loss_of_pt", "normalized_loss_cdf", "plot_fig4"]
+__all__ = ["FIG4_GAMMAS", "collect_pt", "focal_loss_of_pt", "normalized_loss_cdf", "plot_fig4", "top_share"]

@@ -32,6 +32,8 @@ from ..config import Config, ConfigError, apply_overrides, config_to_dict, load_
 from ..utils.io import atomic_write
 from ..utils.machine import device_name, git_commit
 from ..utils.paths import project_path
+from . import power
+from .stats import mean_ci95
 
 log = logging.getLogger(__name__)
 
@@ -70,6 +72,12 @@ class Table:
     notes: str = ""
     # Time every row's inference after all rows trained (Table 1(e)'s "time" column).
     timed: bool = False
+    # Paired comparisons with power (tools/power.py): [{a, b}], the seed rule, Fig. 4 shares of
+    # chosen rows, and the setting's class imbalance in the report.
+    comparisons: list[dict] = dataclasses.field(default_factory=list)
+    power: Optional[dict] = None
+    loss_cdf: list[str] = dataclasses.field(default_factory=list)
+    imbalance: bool = False
 
     def row(self, name: str) -> Row:
         for r in self.rows:
@@ -97,6 +105,7 @@ def load_table(name: str, tables_dir: Optional[Path] = None) -> Table:
         raise ConfigError(f"no experiment table {name!r} ({path} not found); tables: {known}")
     data = yaml.safe_load(path.read_text())
     allowed = {"title", "metrics", "base", "common", "rows", "repeat_best", "notes", "timed"}
+    allowed |= {"comparisons", "power", "loss_cdf", "imbalance"}
     unknown = set(data) - allowed
     if unknown:
         raise ConfigError(f"{path}: unknown key(s) {sorted(unknown)}; allowed: {sorted(allowed)}")
@@ -115,7 +124,7 @@ def load_table(name: str, tables_dir: Optional[Path] = None) -> Table:
     if len(set(names)) != len(names):
         raise ConfigError(f"{path}: duplicate row names in {names}")
     common = _per_scale(data.get("common", []), f"{path}: common")
-    return Table(
+    table = Table(
         name,
         data["title"],
         list(data.get("metrics", ["AP", "AP50", "AP75"])),
@@ -125,7 +134,19 @@ def load_table(name: str, tables_dir: Optional[Path] = None) -> Table:
         data.get("repeat_best"),
         data.get("notes", ""),
         bool(data.get("timed", False)),
+        [dict(c) for c in data.get("comparisons", [])],
+        None,
+        [str(n) for n in data.get("loss_cdf", [])],
+        bool(data.get("imbalance", False)),
     )
+    for c in table.comparisons:
+        if set(c) != {"a", "b"}:
+            raise ConfigError(f"{path}: a comparison is {{a: row, b: row}}, got {c}")
+        power.check_names(table, [c["a"], c["b"]], f"{path}: comparisons")
+    power.check_names(table, table.loss_cdf, f"{path}: loss_cdf")
+    if table.comparisons or "power" in data:
+        table.power = power.power_options(data.get("power"), str(path))
+    return table
 
 
 def row_config(table: Table, row: Row, scale: str, seed: int = 0, extra: Sequence[str] = ()) -> Config:
@@ -158,6 +179,7 @@ def config_hash(cfg: Config) -> str:
     added = (
         ("data", "verify_images", False),
         ("data", "augment", []),
+        ("data", "synth_preset", None),
         ("model", "weights", None),
         ("model", "weights_class_map", "index"),
         ("train", "patience", 0),
@@ -304,8 +326,9 @@ def rows_at(table: Table, scale: str) -> list[Row]:
     return [r for r in table.rows if scale in r.scales]
 
 
-def summarize(runs: list[dict], metrics: Sequence[str]) -> dict:
-    """Mean and (for several seeds) min-max spread of each metric over a row's runs."""
+def summarize(runs: list[dict], metrics: Sequence[str], ci: bool = False) -> dict:
+    """Mean and (for several seeds) min-max spread of each metric over a row's runs; with `ci`,
+    also the 95 % t-interval's half-width (<metric>_ci95)."""
     out = {"runs": len(runs), "diverged": any(r.get("diverged") for r in runs)}
     for m in list(metrics) + (["ms_per_image"] if runs and "ms_per_image" in runs[0] else []):
         vals = [r["metrics"][m] if m in r.get("metrics", {}) else r.get(m) for r in runs]
@@ -314,6 +337,8 @@ def summarize(runs: list[dict], metrics: Sequence[str]) -> dict:
             out[m] = statistics.fmean(vals)  # rounded once, where it is shown
             if len(vals) > 1:
                 out[m + "_spread"] = max(vals) - min(vals)
+                if ci:
+                    out[m + "_ci95"] = mean_ci95(vals)[1]
     return out
 
 
@@ -346,13 +371,19 @@ def run_table(
         print(f"[{name}/{scale}] {row.name} seed {s}: {run_dir}{note}", flush=True)
         if dry_run:
             continue
-        done.append((row, cfg, run_dir, reuse_run(src, run_dir) if src else run_one(cfg, run_dir)))
+        done.append((row, s, cfg, run_dir, reuse_run(src, run_dir) if src else run_one(cfg, run_dir)))
     if dry_run:
         return {"table": name, "scale": scale, "runs": len(runs)}
-    for row, cfg, run_dir, result in done:
+    for row, s, cfg, run_dir, result in done:
         if table.timed:
             result = time_run(cfg, run_dir, result, retime)
-        results.setdefault(row.name, []).append({**result, "hash": run_dir.name})
+        results.setdefault(row.name, []).append({**result, "hash": run_dir.name, "seed": s})
+
+    def run_seed(row: Row, s: int, why: str) -> dict:
+        cfg = row_config(table, row, scale, s, extra)
+        run_dir = Path(runs_dir) / f"{name}_{scale}" / config_hash(cfg)
+        print(f"[{name}/{scale}] {why} {row.name} seed {s}: {run_dir}", flush=True)
+        return {**run_one(cfg, run_dir), "hash": run_dir.name, "seed": s}
 
     best_note = ""
     rb = table.repeat_best
@@ -363,11 +394,38 @@ def run_table(
             candidates, key=lambda r: statistics.fmean(x["metrics"].get("AP", float("-inf")) for x in results[r.name])
         )
         for s in range(seeds_for(best, scale), want):
-            cfg = row_config(table, best, scale, s, extra)
-            run_dir = Path(runs_dir) / f"{name}_{scale}" / config_hash(cfg)
-            print(f"[{name}/{scale}] best {prefix!r} row {best.name} seed {s}: {run_dir}", flush=True)
-            results[best.name].append({**run_one(cfg, run_dir), "hash": run_dir.name})
+            results[best.name].append(run_seed(best, s, f"best {prefix!r} row"))
         best_note = f"The best {prefix!r} row ({best.name}) was re-run with {want} seeds."
+    extras: dict[str, Any] = {}
+    if table.comparisons:
+        names = [r.name for r in rows_at(table, scale)]
+        comparisons, _ = power.ensure_power(
+            table, results, lambda row, s: run_seed(table.row(row), s, "paired seed for power:"), names, scale
+        )
+        extras["comparisons"] = comparisons
+        extras["power"] = table.power
+        for entry in results.values():
+            entry.sort(key=lambda r: r["seed"])
+    if table.loss_cdf:
+        metric = (table.power or power.POWER_DEFAULTS)["metric"]
+        extras["loss_cdf"] = {}
+        for label in table.loss_cdf:
+            row_name = power.resolve(label, results, [r.name for r in rows_at(table, scale)], metric)
+            first = results[row_name][0]
+            cfg = row_config(table, table.row(row_name), scale, first["seed"], extra)
+            run_dir = Path(runs_dir) / f"{name}_{scale}" / first["hash"]
+            updated = power.loss_shares(
+                cfg, run_dir, {k: v for k, v in first.items() if k not in ("hash", "seed")}, _write_result
+            )
+            results[row_name][0] = {**updated, "hash": first["hash"], "seed": first["seed"]}
+            extras["loss_cdf"][row_name] = {"seed": first["seed"], **updated.get("loss_cdf", {})}
+    if table.imbalance:
+        first_row = rows_at(table, scale)[0]
+        imbalance = power.setting_imbalance(
+            row_config(table, first_row, scale, 0, extra), Path(runs_dir) / f"{name}_{scale}"
+        )
+        extras["imbalance_neg_pairs_per_pos"] = imbalance.get("negative_pairs_per_positive_pair")
+        extras["imbalance"] = imbalance
 
     report = {
         "table": name,
@@ -381,11 +439,12 @@ def run_table(
             {
                 "name": r.name,
                 "paper": r.paper,
-                "measured": summarize(results[r.name], table.metrics),
+                "measured": summarize(results[r.name], table.metrics, ci=bool(table.comparisons)),
                 "runs": results[r.name],
             }
             for r in rows_at(table, scale)
         ],
+        **extras,
     }
     results_dir = Path(results_dir)
     results_dir.mkdir(parents=True, exist_ok=True)
@@ -421,6 +480,8 @@ def format_report(report: dict) -> str:
         def cell(k: str) -> str:
             if k not in m:
                 return "—"
+            if "comparisons" in report:  # mean ± the 95 % t-interval's half-width
+                return f"{m[k]:.1f}" + (f" ± {m[k + '_ci95']:.1f}" if m.get(k + "_ci95") is not None else "")
             return f"{m[k]:.1f}" + (f" ± {m[k + '_spread'] / 2:.1f}" if k + "_spread" in m else "")
 
         paper = [str(row["paper"].get(k, "—")) for k in metrics]
@@ -429,6 +490,9 @@ def format_report(report: dict) -> str:
         if speed:
             cells += [str(row["paper"].get("time", "—")), cell("ms_per_image")]
         lines.append("| " + " | ".join(cells + [str(m["runs"])]) + " |")
+    if "comparisons" in report:
+        lines += ["", "± is the 95 % confidence interval's half-width over seeds (t-distribution)."]
+        lines += power.report_lines(report)
     if report.get("notes"):
         lines += ["", report["notes"]]
     return "\n".join(lines) + "\n"

@@ -15,8 +15,8 @@ def test_loss_cdf_concentrates_on_hard_negatives_as_gamma_grows():
     assert np.all(np.diff(cdf) >= -1e-12) and cdf[-1] == pytest.approx(1.0) and frac[-1] == 1.0
     # Share of the loss in the hardest 1%: CE 100·1.204 / (100·1.204 + 9900·0.01005) = 0.548;
     # FL γ=2: 100·0.590 / (100·0.590 + 9900·1.005e-6) = 0.99983.
-    ce = loss_cdf._top_share(pt, 0.0, 0.01)
-    fl = loss_cdf._top_share(pt, 2.0, 0.01)
+    ce = loss_cdf.top_share(pt, 0.0, 0.01)
+    fl = loss_cdf.top_share(pt, 2.0, 0.01)
     assert ce == pytest.approx(100 * -np.log(0.3) / (100 * -np.log(0.3) + 9900 * -np.log(0.99)), rel=1e-9)
     assert ce == pytest.approx(0.548, abs=1e-3) and fl == pytest.approx(0.99983, abs=1e-4)
 

@@ -282,8 +282,12 @@ def test_every_committed_mini_table_finds_all_its_runs_in_the_cache():
     # The reports in experiments/results are re-created from experiments/runs without training
     # only while each row's config hashes as it did when it ran: a config key added with a
     # default that changes nothing must not change the hashes (config_hash drops it).
+    # A table without a committed report is still being run (its finished runs are committed as
+    # they come, so that it resumes on another machine).
     missing = []
     for path in sorted(ex.TABLES_DIR.glob("*.yaml")):
+        if not (ex.RESULTS_DIR / f"{path.stem}_mini.json").is_file():
+            continue
         table = ex.load_table(path.stem)
         for row, seed, cfg in ex.plan(table, "mini"):
             run = ex.RUNS_DIR / f"{path.stem}_mini" / ex.config_hash(cfg)
