@@ -70,6 +70,10 @@ class DataConfig:
     # folder; "voc": VOCdevkit layout; "csv": keras-retinanet style annotations CSV + class map;
     # "yolo": ultralytics layout (data.yaml, images/<split>/, labels/<split>/).
     kind: Literal["coco", "voc", "csv", "yolo", "synth"] = "synth"
+    # synth: a named preset of the synthetic dataset (retinanet/data/synth_presets.py, checked when
+    # the dataset is built), e.g. "focal" (48 classes, few small objects: a COCO-like class
+    # imbalance); None: the default dataset. Other kinds: unused.
+    synth_preset: Optional[str] = None
     # The annotations of each split: COCO instances JSON, VOC root (VOC<year> folder), CSV
     # annotations file, or YOLO folder holding data.yaml (or the .yaml file). Unused for synth.
     train_path: Optional[str] = None

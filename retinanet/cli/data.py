@@ -10,6 +10,7 @@ from pathlib import Path
 
 from ..config import Config, load_config
 from ..data.build import KINDS
+from ..data.synth_presets import PRESETS
 from .common import (
     EXIT_FAILED,
     EXIT_OK,
@@ -164,26 +165,27 @@ def cmd_analyze_loss_cdf(args: argparse.Namespace) -> int:
 
 
 def cmd_data_synth(args: argparse.Namespace) -> int:
-    from ..data.synth import ensure_synthetic
+    from ..data.synth import ensure_synthetic, synth_params
 
     start = time.perf_counter()
+    kw = dict(num_train=args.train, num_val=args.val, image_size=args.image_size)
+    kw = {k: v for k, v in kw.items() if v is not None}  # the rest: the defaults (the preset's)
+    if args.preset is not None:
+        kw["preset"] = args.preset
+    if args.classes:
+        kw["classes"] = args.classes.split(",")
     try:
-        root = ensure_synthetic(
-            args.out,
-            seed=args.seed,
-            workers=args.workers,
-            num_train=args.train,
-            num_val=args.val,
-            image_size=args.image_size,
-            classes=args.classes.split(",") if args.classes else None,
-        )
-    except ValueError as e:  # an existing dataset made with other parameters, unknown classes
+        params = synth_params(args.seed, **kw)
+        root = ensure_synthetic(args.out, seed=args.seed, workers=args.workers, **kw)
+    except ValueError as e:  # an existing dataset made with other parameters, unknown classes or preset
         raise CliError(str(e)) from None
+    preset = f", preset {args.preset}" if args.preset else ""
     print(
-        f"synthetic dataset ({args.train} train + {args.val} val images, seed {args.seed}): {root} "
-        f"({time.perf_counter() - start:.1f} s)"
+        f"synthetic dataset ({params['num_train']} train + {params['num_val']} val images, seed {args.seed}"
+        f"{preset}): {root} ({time.perf_counter() - start:.1f} s)"
     )
-    print(f"train on it: retinanet train data.train_path={root}")
+    also = f" data.synth_preset={args.preset}" if args.preset else ""
+    print(f"train on it: retinanet train data.train_path={root}{also}")
     return EXIT_OK
 
 
@@ -303,15 +305,22 @@ def add_parsers(sub) -> None:
     )
     q.add_argument("--out", required=True, metavar="DIR", help="the dataset folder (created)")
     q.add_argument("--seed", type=int, default=0, metavar="S", help="random seed (default 0)")
-    q.add_argument("--train", type=int, default=600, metavar="N", help="training images (default 600)")
-    q.add_argument("--val", type=int, default=100, metavar="M", help="validation images (default 100)")
-    q.add_argument("--image-size", type=int, default=320, metavar="PX", help="square image side (default 320)")
+    q.add_argument("--train", type=int, metavar="N", help="training images (default 600, or the preset's)")
+    q.add_argument("--val", type=int, metavar="M", help="validation images (default 100, or the preset's)")
+    q.add_argument("--image-size", type=int, metavar="PX", help="square image side (default 320, or the preset's)")
     q.add_argument("--workers", type=int, metavar="W", help="processes drawing images (default: the CPUs)")
     q.add_argument(
         "--classes",
         metavar="A,B,...",
         help="draw only these shapes (of circle,square,triangle,ring,cross,star; default all): e.g. one half "
-        "to pretrain on, the other to fine-tune on",
+        "to pretrain on, the other to fine-tune on (with --preset: of the preset's classes)",
+    )
+    q.add_argument(
+        "--preset",
+        choices=sorted(PRESETS),
+        help="a named preset of the dataset (retinanet/data/synth_presets.py; default none: the demo's dataset): "
+        "focal = a COCO-like class imbalance (48 classes, few small objects) for the focal loss's experiments "
+        "(configs/synth/retinanet_r18_focal.yaml, which sets data.synth_preset=focal)",
     )
     q.set_defaults(func=cmd_data_synth)
 

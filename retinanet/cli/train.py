@@ -177,7 +177,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
     cfg, source = synth_config(overrides)
     if cfg.data.kind == "synth":
         # (a) the dataset, made once (atomically) and then reused; the same folder training would use
-        root = synthetic_root(cfg.data.train_path)
+        root = synthetic_root(cfg.data.train_path, cfg.data.synth_preset)
         cfg = apply_overrides(cfg, {"data.train_path": str(root)})
         print(f"synthetic dataset: {root}")
     # (b) train

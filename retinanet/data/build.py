@@ -159,15 +159,18 @@ def train_transforms(d) -> Compose:
     return Compose(steps)
 
 
-def synthetic_root(path: str | None) -> Path:
+def synthetic_root(path: str | None, preset: Optional[str] = None) -> Path:
     """The folder of the synthetic dataset for data.kind=synth: `path` (data.train_path) when it
-    holds one already (any size), else generated there, or at the default location, once."""
+    holds one already (any size), else generated there, or at the default location, once.
+    preset: data.synth_preset (None: the default dataset)."""
     from .synth import default_synth_dir, ensure_synthetic
 
     given = Path(path) if path else None
     if given is not None and (given / "annotations").is_dir():
         return given
-    return Path(ensure_synthetic(given or default_synth_dir()))
+    if preset is None:  # the default dataset's call, as it always was
+        return Path(ensure_synthetic(given or default_synth_dir()))
+    return Path(ensure_synthetic(given or default_synth_dir(preset=preset), preset=preset))
 
 
 def build_datasets(cfg: "Config", train: bool = True, class_names: Optional[Sequence[str]] = None):
@@ -181,7 +184,11 @@ def build_datasets(cfg: "Config", train: bool = True, class_names: Optional[Sequ
     map) must have the same one, in the same order, or it is an error naming both lists."""
     d = cfg.data
     if d.kind == "synth":
-        root = synthetic_root(d.train_path)
+        from .synth_presets import PRESETS
+
+        if d.synth_preset is not None and d.synth_preset not in PRESETS:
+            raise ConfigError(f"data.synth_preset={d.synth_preset!r}: expected one of {sorted(PRESETS)} or null")
+        root = synthetic_root(d.train_path, d.synth_preset)
         kind, train_path, val_path = (
             "coco",
             root / "annotations" / "instances_train.json",

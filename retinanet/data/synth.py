@@ -35,6 +35,8 @@ Design (why each ingredient is there):
   pixel-edge coordinates; area = box area (so size bands agree with `check_dataset`).
 - Deterministic: image i of a split is drawn from numpy's PCG64 seeded with (seed, split, i),
   so the same seed gives byte-identical files (same numpy/Pillow versions).
+- Presets (retinanet/data/synth_presets.py, `preset=`) draw other class lists and scene
+  statistics with the same code, from the plain drawing parameters ("scene") defined there.
 """
 
 from __future__ import annotations
@@ -216,17 +218,23 @@ def texture(kind: str, h: int, w: int, rng: np.random.Generator) -> np.ndarray:
     raise ValueError(f"unknown texture {kind!r}")
 
 
-def object_colour(kind: str, rng: np.random.Generator) -> tuple[np.ndarray, str, float]:
-    """(rgb (3,), texture name, texture contrast) of one object or distractor."""
-    if kind in CLASS_STYLE:
+def object_colour(kind: str, rng: np.random.Generator, style: Optional[tuple] = None) -> tuple[np.ndarray, str, float]:
+    """(rgb (3,), texture name, texture contrast) of one object or distractor. style: a preset's
+    (hue centre or None for any hue, hue sigma, saturation, value and texture contrast ranges)
+    instead of CLASS_STYLE; its textures are drawn at random."""
+    sat, val, contrast = ((0.5, 1.0), (0.45, 1.0), (0.25, 0.5)) if style is None else style[2:]
+    if style is not None:
+        hue = rng.uniform(0, 360) if style[0] is None else rng.normal(style[0], style[1])
+        tex = TEXTURES[rng.integers(len(TEXTURES))]
+    elif kind in CLASS_STYLE:
         hue_centre, preferred = CLASS_STYLE[kind]
         hue = rng.normal(hue_centre, HUE_SIGMA)
         tex = preferred if rng.random() < PREFERRED_TEXTURE_P else TEXTURES[rng.integers(len(TEXTURES))]
     else:
         hue = rng.uniform(0, 360)
         tex = TEXTURES[rng.integers(len(TEXTURES))]
-    rgb = hsv_to_rgb(hue, rng.uniform(0.5, 1.0), rng.uniform(0.45, 1.0))
-    return rgb, tex, rng.uniform(0.25, 0.5)
+    rgb = hsv_to_rgb(hue, rng.uniform(*sat), rng.uniform(*val))
+    return rgb, tex, rng.uniform(*contrast)
 
 
 def hsv_to_rgb(h_deg: np.ndarray, s: np.ndarray, v: np.ndarray) -> np.ndarray:
@@ -302,29 +310,43 @@ def _overlaps(box: np.ndarray, boxes: list[np.ndarray]) -> bool:
     return bool((iou > MAX_IOU).any() or (ioa > MAX_IOA).any())
 
 
-def _sample_side(rng: np.random.Generator, scale: float) -> float:
-    band = SIZE_BANDS[rng.choice(len(SIZE_BANDS), p=SIZE_BAND_P)]
+def _sample_side(rng: np.random.Generator, scale: float, bands=SIZE_BANDS, band_p=SIZE_BAND_P) -> float:
+    band = bands[rng.choice(len(bands), p=band_p)]
     lo, hi = band[0] * scale, band[1] * scale
     return math.exp(rng.uniform(math.log(lo), math.log(hi)))
 
 
 def make_image(
-    rng: np.random.Generator, width: int, height: int, classes: Sequence[str] = CLASSES
+    rng: np.random.Generator,
+    width: int,
+    height: int,
+    classes: Sequence[str] = CLASSES,
+    scene: Optional[dict] = None,
 ) -> tuple[np.ndarray, list[tuple[list[float], int]]]:
     """One synthetic image: (uint8 (H, W, 3), [(box xyxy, index in `classes`), ...]). Only the
-    shapes of `classes` are drawn (a subset of CLASSES: no unlabelled object of another class)."""
-    scale = min(width, height) / 320.0
+    classes of `classes` are drawn (no unlabelled object of another class). scene: a preset's
+    drawing parameters (synth_presets.PRESETS; `classes` then names its classes); None: the
+    default dataset's (`classes` a subset of CLASSES)."""
+    sc = scene or {}
+    scale = min(width, height) / sc.get("base_size", 320.0)
     img = background(height, width, rng)
-    n_objects = 0 if rng.random() < EMPTY_IMAGE_P else 1 + int(rng.poisson(3.0))
-    n_distractors = int(rng.integers(1, 5))
-    # Items to place: class objects and distractors, in random order of placement.
-    kinds = [classes[rng.integers(len(classes))] for _ in range(min(n_objects, 10))]
-    kinds += [DISTRACTORS[rng.integers(len(DISTRACTORS))] for _ in range(n_distractors)]
+    if scene is None:
+        n_objects = 0 if rng.random() < EMPTY_IMAGE_P else 1 + int(rng.poisson(3.0))
+    else:
+        count_p = scene["count_p"]
+        n_objects = 0 if rng.random() < scene["empty_p"] else 1 + int(rng.choice(len(count_p), p=count_p))
+    n_distractors = int(rng.integers(*sc.get("distractors", (1, 5))))
+    # Items to place, (shape, label or -1): class objects and distractors, in order of placement.
+    labels = [int(rng.integers(len(classes))) for _ in range(min(n_objects, 10))]
+    shapes = [sc["styles"][classes[k]][0] if scene else (classes[k],) for k in labels]  # a preset's: any of these
+    items = [(s[0] if len(s) == 1 else s[rng.integers(len(s))], k) for s, k in zip(shapes, labels)]
+    items += [(DISTRACTORS[rng.integers(len(DISTRACTORS))], -1) for _ in range(n_distractors)]
+    bands = sc.get("size_bands", SIZE_BANDS), sc.get("size_band_p", SIZE_BAND_P)
 
-    placed: list[tuple[str, np.ndarray, np.ndarray, int, int]] = []  # kind, alpha, box, x0, y0
+    placed: list[tuple[str, int, np.ndarray, np.ndarray, int, int]] = []  # kind, label, alpha, box, x0, y0
     taken: list[np.ndarray] = []
-    for kind in kinds:
-        side = _sample_side(rng, scale)
+    for kind, label in items:
+        side = _sample_side(rng, scale, *bands)
         # The box side of a shape within the unit circle is ~0.75-1.0 of the circle's diameter.
         alpha, box = render_mask(kind, side / (2 * 0.85), rng)
         if alpha.shape[0] >= height or alpha.shape[1] >= width:
@@ -336,23 +358,27 @@ def make_image(
             abs_box = box + [x0, y0, x0, y0]
             if not _overlaps(abs_box, taken):
                 taken.append(abs_box)
-                placed.append((kind, alpha, abs_box, x0, y0))
+                placed.append((kind, label, alpha, abs_box, x0, y0))
                 break
 
     annotations = []
     # Distractors first, so that class objects are never occluded by a non-object.
-    for kind, alpha, box, x0, y0 in sorted(placed, key=lambda p: p[0] in classes):
+    for kind, label, alpha, box, x0, y0 in sorted(placed, key=lambda p: p[1] >= 0):
         ph, pw = alpha.shape
         # Patches may stick out of the image where the shape's ink does not.
         ya, yb, xa, xb = max(y0, 0), min(y0 + ph, height), max(x0, 0), min(x0 + pw, width)
         a = alpha[ya - y0 : yb - y0, xa - x0 : xb - x0, None]
-        rgb, tex, contrast = object_colour(kind, rng)
+        style = None
+        if scene is not None:
+            _, hue, value = sc["styles"][classes[label]] if label >= 0 else (None, None, sc["value"])
+            style = (hue, sc["hue_sigma"], sc["saturation"], value, sc["contrast"])
+        rgb, tex, contrast = object_colour(kind, rng, style)
         pattern = texture(tex, yb - ya, xb - xa, rng)
         colour = rgb * (1 - contrast + contrast * pattern[..., None])
         region = img[ya:yb, xa:xb]
         img[ya:yb, xa:xb] = region * (1 - a) + colour * a
-        if kind in classes:
-            annotations.append(([float(v) for v in box], list(classes).index(kind)))
+        if label >= 0:
+            annotations.append(([float(v) for v in box], label))
 
     # Sensor-like noise, luminance only (a third of the cost of per-channel noise).
     img += rng.standard_normal((height, width, 1), dtype=np.float32) * np.float32(rng.uniform(0.01, 0.05))
@@ -374,8 +400,8 @@ def _size_wh(image_size: int | tuple[int, int]) -> tuple[int, int]:
 
 def _write_image(job: tuple) -> list[tuple[list[float], int]]:
     """Draw and save image `i` of a split; returns its objects. Top level: runs in workers."""
-    folder, seed, split_code, i, width, height, classes = job
-    pixels, objects = make_image(np.random.default_rng([seed, split_code, i]), width, height, classes)
+    folder, seed, split_code, i, width, height, classes, scene = job
+    pixels, objects = make_image(np.random.default_rng([seed, split_code, i]), width, height, classes, scene)
     # 4:4:4 chroma: thin strokes of small shapes keep their colour.
     Image.fromarray(pixels).save(folder / f"{i + 1:06d}.jpg", quality=JPEG_QUALITY, subsampling=0)
     return objects
@@ -395,16 +421,17 @@ def generate_split(
     image_size: int | tuple[int, int],
     workers: Optional[int] = None,
     classes: Sequence[str] = CLASSES,
+    scene: Optional[dict] = None,
 ) -> dict:
     """Write out_dir/<split>/*.jpg and return its COCO dict (category ids 1..len(classes)).
 
     workers: processes drawing images (default: the CPUs, for >= 100 images). Each image has its
-    own seed, so the files do not depend on the number of workers.
+    own seed, so the files do not depend on the number of workers. scene: see `make_image`.
     """
     width, height = _size_wh(image_size)
     folder = out_dir / split
     folder.mkdir(parents=True, exist_ok=True)
-    jobs = [(folder, seed, SPLITS[split], i, width, height, tuple(classes)) for i in range(num_images)]
+    jobs = [(folder, seed, SPLITS[split], i, width, height, tuple(classes), scene) for i in range(num_images)]
     workers = _default_workers(num_images) if workers is None else workers
     if workers > 1:
         # fork, not spawn: spawn re-imports the caller's main module, which breaks scripts
@@ -440,59 +467,83 @@ def generate_split(
 def generate_synthetic(
     out_dir: str | Path,
     seed: int = 0,
-    num_train: int = DEFAULTS["num_train"],
-    num_val: int = DEFAULTS["num_val"],
-    image_size: int | tuple[int, int] = DEFAULTS["image_size"],
+    num_train: Optional[int] = None,
+    num_val: Optional[int] = None,
+    image_size: Optional[int | tuple[int, int]] = None,
     workers: Optional[int] = None,
     classes: Optional[Sequence[str]] = None,
+    preset: Optional[str] = None,
 ) -> Path:
     """Write the synthetic dataset (COCO format, layout in the module docstring) into out_dir.
 
-    image_size: an int (square) or (width, height). classes: a subset of CLASSES, the only
-    shapes drawn (default all; e.g. one half to pretrain on, the other to fine-tune on). Same
-    arguments -> byte-identical files, whatever `workers`. Returns out_dir. About 30-50 ms per
-    320 px image per CPU core.
+    image_size: an int (square) or (width, height). classes: a subset of CLASSES (of the
+    preset's classes with `preset`), the only ones drawn (default all; e.g. one half to pretrain
+    on, the other to fine-tune on). preset: a name of synth_presets.PRESETS (None: the default
+    dataset); sizes and counts not given are its defaults (else DEFAULTS). Same arguments ->
+    byte-identical files, whatever `workers`. Returns out_dir. About 30-50 ms per 320 px image
+    per CPU core.
     """
-    classes = check_classes(classes)
+    from .synth_presets import preset_scene
+
+    scene, classes = preset_scene(preset), check_classes(classes, preset)
+    given = {"num_train": num_train, "num_val": num_val, "image_size": image_size}
+    sizes = {**_defaults(preset), **{k: v for k, v in given.items() if v is not None}}
     out_dir = Path(out_dir)
     (out_dir / "annotations").mkdir(parents=True, exist_ok=True)
-    for split, n in (("train", num_train), ("val", num_val)):
-        coco = generate_split(out_dir, split, n, seed, image_size, workers, classes)
+    for split in ("train", "val"):
+        coco = generate_split(out_dir, split, sizes[f"num_{split}"], seed, sizes["image_size"], workers, classes, scene)
         with open(out_dir / "annotations" / f"instances_{split}.json", "w") as f:
             json.dump(coco, f)
     return out_dir
 
 
-def check_classes(classes: Optional[Sequence[str]]) -> tuple[str, ...]:
-    """`classes` (default all) as a tuple in CLASSES' order; ValueError naming unknown or no classes."""
+def check_classes(classes: Optional[Sequence[str]], preset: Optional[str] = None) -> tuple[str, ...]:
+    """`classes` (default all) as a tuple in the order of CLASSES (of the preset's classes);
+    ValueError naming unknown or no classes."""
+    from .synth_presets import class_names
+
+    every = class_names(preset)
     if classes is None:
-        return CLASSES
-    unknown = sorted(set(classes) - set(CLASSES))
+        return every
+    unknown = sorted(set(classes) - set(every))
     if unknown or not classes:
-        raise ValueError(f"synthetic classes {list(classes)}: expected some of {list(CLASSES)}")
-    return tuple(c for c in CLASSES if c in set(classes))
+        shown = list(every) if len(every) <= 12 else [*every[:12], "..."]
+        raise ValueError(f"synthetic classes {list(classes)}: expected some of {shown}")
+    return tuple(c for c in every if c in set(classes))
+
+
+def _defaults(preset: Optional[str]) -> dict:
+    from .synth_presets import preset_defaults
+
+    return DEFAULTS if preset is None else preset_defaults(preset)
 
 
 def synth_params(seed: int = 0, **kw) -> dict:
     """The full parameter record of a synthetic dataset (defaults filled in, version included;
-    `classes` only when a subset, so that the records of full datasets stay as they were)."""
-    classes = kw.pop("classes", None)
+    `classes` only when a subset and `preset` only when set, so that the records of the default
+    dataset stay as they were)."""
+    classes, preset = kw.pop("classes", None), kw.pop("preset", None)
     unknown = set(kw) - set(DEFAULTS)
     if unknown:
-        raise TypeError(f"unknown synthetic dataset option(s) {sorted(unknown)}; known: {sorted(DEFAULTS)} or classes")
-    params = {"version": SYNTH_VERSION, "seed": seed, **DEFAULTS, **kw}
-    if classes is not None and check_classes(classes) != CLASSES:
-        params["classes"] = list(check_classes(classes))
+        known = f"{sorted(DEFAULTS)}, classes or preset"
+        raise TypeError(f"unknown synthetic dataset option(s) {sorted(unknown)}; known: {known}")
+    given = {k: v for k, v in kw.items() if v is not None}
+    params = {"version": SYNTH_VERSION, "seed": seed, **_defaults(preset), **given}
+    if preset is not None:
+        params["preset"] = preset
+    if classes is not None and check_classes(classes, preset) != check_classes(None, preset):
+        params["classes"] = list(check_classes(classes, preset))
     if not isinstance(params["image_size"], int):
         params["image_size"] = list(_size_wh(params["image_size"]))
     return params
 
 
-def default_synth_dir(seed: int = 0) -> Path:
-    """Where the default synthetic dataset lives: $RETINANET_DATA/synth-v<version>-seed<seed>, with
-    RETINANET_DATA defaulting to ~/.cache/retinanet (a cache: regenerated when missing)."""
+def default_synth_dir(seed: int = 0, preset: Optional[str] = None) -> Path:
+    """Where the default synthetic dataset lives: $RETINANET_DATA/synth-v<version>-seed<seed>
+    (synth-v<version>-<preset>-seed<seed> for a preset), with RETINANET_DATA defaulting to
+    ~/.cache/retinanet (a cache: regenerated when missing)."""
     root = os.environ.get(ENV_VAR) or os.path.join(os.path.expanduser("~"), ".cache", "retinanet")
-    return Path(root) / f"synth-v{SYNTH_VERSION}-seed{seed}"
+    return Path(root) / f"synth-v{SYNTH_VERSION}-{preset + '-' if preset else ''}seed{seed}"
 
 
 def ensure_synthetic(out_dir: Optional[str | Path] = None, seed: int = 0, workers: Optional[int] = None, **kw) -> Path:
@@ -502,9 +553,10 @@ def ensure_synthetic(out_dir: Optional[str | Path] = None, seed: int = 0, worker
     last and renames the folder into place, so a crash or a concurrent generator (several
     ranks) never leaves a half-written dataset under out_dir. An existing complete dataset made
     with other parameters is an error rather than silently reused or overwritten.
-    kw: num_train, num_val, image_size, classes. workers: see `generate_split` (does not change the files).
+    kw: num_train, num_val, image_size, classes, preset. workers: see `generate_split` (does not
+    change the files).
     """
-    out_dir = Path(out_dir) if out_dir is not None else default_synth_dir(seed)
+    out_dir = Path(out_dir) if out_dir is not None else default_synth_dir(seed, kw.get("preset"))
     params = synth_params(seed, **kw)
     if _finished(out_dir, params):
         return out_dir

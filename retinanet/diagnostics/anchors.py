@@ -347,6 +347,7 @@ def class_imbalance(nb: NetworkBoxes, cfg: ModelConfig, num_classes: int, max_im
     matcher = Matcher(cfg.fg_iou_thresh, cfg.bg_iou_thresh, cfg.allow_low_quality_matches)
     order = torch.sort(nb.image_index, stable=True).indices
     counts = torch.unique_consecutive(nb.image_index[order], return_counts=True)[1].tolist()[:max_images]
+    order = order[: sum(counts)]  # the boxes of those images only
     stats = []  # (anchors, positive, ignored, objects) per image
     for boxes, padded in zip(nb.boxes[order].float().split(counts), nb.padded[order].split(counts)):
         hp, wp = int(padded[0, 0]), int(padded[0, 1])

@@ -100,10 +100,10 @@ def class_names_of(ckpt: Mapping[str, Any], cfg: Config, num_classes: int) -> li
     if names is not None and len(names) == num_classes:
         return [str(n) for n in names]
     if cfg.data.kind == "synth":
-        from ..data.synth import CLASSES
+        from ..data.synth_presets import class_names
 
-        if len(CLASSES) == num_classes:
-            return list(CLASSES)
+        if len(class_names(cfg.data.synth_preset)) == num_classes:
+            return list(class_names(cfg.data.synth_preset))
     return [f"class_{i}" for i in range(num_classes)]
 
 
