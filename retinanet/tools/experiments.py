@@ -330,6 +330,10 @@ def summarize(runs: list[dict], metrics: Sequence[str], ci: bool = False) -> dic
     """Mean and (for several seeds) min-max spread of each metric over a row's runs; with `ci`,
     also the 95 % t-interval's half-width (<metric>_ci95)."""
     out = {"runs": len(runs), "diverged": any(r.get("diverged") for r in runs)}
+    # Runs that trained to the end with finite losses and still match no object (AP exactly 0:
+    # e.g. CE whose positives never rise above the prior, Table 1(a)'s α = .1): a result to mark
+    # beside the row, not a divergence.
+    out["learned_nothing"] = sum(1 for r in runs if not r.get("diverged") and r.get("metrics", {}).get("AP") == 0.0)
     for m in list(metrics) + (["ms_per_image"] if runs and "ms_per_image" in runs[0] else []):
         vals = [r["metrics"][m] if m in r.get("metrics", {}) else r.get(m) for r in runs]
         vals = [v for v in vals if v is not None and not (isinstance(v, float) and math.isnan(v))]
@@ -486,10 +490,18 @@ def format_report(report: dict) -> str:
 
         paper = [str(row["paper"].get(k, "—")) for k in metrics]
         mark = " (diverged)" if m.get("diverged") else ""
+        if m.get("learned_nothing"):
+            mark += f" (AP 0 in {m['learned_nothing']} of {m['runs']} seeds)"
         cells = [row["name"] + mark] + paper + [cell(k) for k in metrics]
         if speed:
             cells += [str(row["paper"].get("time", "—")), cell("ms_per_image")]
         lines.append("| " + " | ".join(cells + [str(m["runs"])]) + " |")
+    if any(row["measured"].get("learned_nothing") for row in report["rows"]):
+        lines += [
+            "",
+            "AP 0 in k of n seeds: those runs trained to the end with finite losses (not diverged) "
+            "and no detection matched an object.",
+        ]
     if "comparisons" in report:
         lines += ["", "± is the 95 % confidence interval's half-width over seeds (t-distribution)."]
         lines += power.report_lines(report)

@@ -253,11 +253,20 @@ def test_format_report_shows_spread_and_divergence():
                 "measured": {"runs": 3, "diverged": False, "AP": 20.0, "AP_spread": 1.0},
             },
             {"name": "b", "paper": {"AP": 0.0}, "measured": {"runs": 1, "diverged": True}},
+            {
+                "name": "c",
+                "paper": {"AP": 0.0},
+                "measured": ex.summarize([{"metrics": {"AP": 0.0}}, {"metrics": {"AP": 0.0}}], ["AP"]),
+            },
         ],
     }
     md = ex.format_report(report)
     assert "| a | 34.0 | 20.0 ± 0.5 | 3 |" in md
     assert "| b (diverged) | 0.0 | — | 1 |" in md
+    assert "| c (AP 0 in 2 of 2 seeds) | 0.0 | 0.0 ± 0.0 | 2 |" in md
+    assert "trained to the end with finite losses (not diverged)" in md
+    runs = [{"metrics": {"AP": 0.0}}, {"metrics": {"AP": 3.0}}, {"metrics": {}, "diverged": True}]
+    assert ex.summarize(runs, ["AP"])["learned_nothing"] == 1  # a diverged run is not counted
 
 
 def test_experiment_command_dry_run(capsys):
