@@ -250,6 +250,8 @@ def run_one(cfg: Config, run_dir: Path) -> dict:
     }
     if "error" in out:
         result["error"] = out["error"]
+    elif (run_dir / "metrics.jsonl").is_file() and power.loss_trend(run_dir / "metrics.jsonl") is not None:
+        result["last_fifth_loss_change"] = power.loss_trend(run_dir / "metrics.jsonl")  # converged?
     _write_result(run_dir, result)
     return result
 
@@ -410,6 +412,10 @@ def run_table(
         extras["power"] = table.power
         for entry in results.values():
             entry.sort(key=lambda r: r["seed"])
+            for i, r in enumerate(entry):  # did each run train close to convergence?
+                run_dir = Path(runs_dir) / f"{name}_{scale}" / r["hash"]
+                entry[i] = power.with_loss_trend(run_dir, r, _write_result)
+        extras["last_fifth_loss_change"] = power.trend_summary(results)
     if table.loss_cdf:
         metric = (table.power or power.POWER_DEFAULTS)["metric"]
         extras["loss_cdf"] = {}

@@ -178,6 +178,50 @@ def loss_shares(cfg: Config, run_dir: Path, result: dict, write: Callable[[Path,
     return result
 
 
+def loss_trend(metrics_path: Path) -> Optional[float]:
+    """How flat a run's training loss ends: the relative change of its mean from the first to the
+    second half of the last fifth of the iterations (metrics.jsonl's loss records), e.g. -0.015
+    for a 1.5 % fall; None with fewer than 10 records in that fifth (train.log_period too large)."""
+    losses = {}
+    for line in Path(metrics_path).read_text().splitlines():
+        rec = json.loads(line)
+        if "loss" in rec and "iter" in rec:
+            losses[int(rec["iter"])] = float(rec["loss"])
+    if not losses:
+        return None
+    last = max(losses)
+    start, middle = last - last // 5, last - last // 10
+    first = [v for it, v in losses.items() if start < it <= middle]
+    second = [v for it, v in losses.items() if middle < it]
+    if len(first) + len(second) < 10 or not first or not second:
+        return None
+    a, b = statistics.fmean(first), statistics.fmean(second)
+    return (b - a) / a
+
+
+def with_loss_trend(run_dir: Path, result: dict, write: Callable[[Path, dict], None]) -> dict:
+    """`result` with "last_fifth_loss_change" (`loss_trend`) added and written to its
+    result.json, when its metrics.jsonl is there (it is not committed: a cloned cache keeps the
+    value the training machine wrote)."""
+    path = Path(run_dir) / "metrics.jsonl"
+    if "last_fifth_loss_change" in result or result.get("diverged") or not path.is_file():
+        return result
+    change = loss_trend(path)
+    if change is None:
+        return result
+    updated = dict(result, last_fifth_loss_change=change)
+    write(Path(run_dir), {k: v for k, v in updated.items() if k not in ("hash", "seed")})
+    return updated
+
+
+def trend_summary(results: dict[str, list[dict]]) -> Optional[dict]:
+    """The spread of `last_fifth_loss_change` over every run that has it."""
+    changes = [r["last_fifth_loss_change"] for rs in results.values() for r in rs if "last_fifth_loss_change" in r]
+    if not changes:
+        return None
+    return {"runs": len(changes), "min": min(changes), "median": statistics.median(changes), "max": max(changes)}
+
+
 def report_lines(report: dict) -> list[str]:
     """The paired comparisons, the setting's imbalance and the Fig. 4 shares, as markdown."""
     metric = report.get("power", {}).get("metric", "AP")
@@ -195,6 +239,14 @@ def report_lines(report: dict) -> list[str]:
         per_seed = ", ".join(f"{v:+.1f}" for _, v in sorted(c["per_seed"].items(), key=lambda kv: int(kv[0])))
         diff = "—" if d is None else f"{d:+.2f}"
         lines.append(f"| {c['a']} | {c['b']} | {diff} | {ci} | {c['seeds']} | {per_seed} |")
+    trend = report.get("last_fifth_loss_change")
+    if trend:
+        lines += [
+            "",
+            f"Convergence: over the last fifth of the iterations the training loss changed by "
+            f"{trend['min']:+.1%} to {trend['max']:+.1%} (median {trend['median']:+.1%}; {trend['runs']} runs; "
+            "the mean of its second half against its first).",
+        ]
     if report.get("imbalance_neg_pairs_per_pos") is not None:
         im = report["imbalance"]
         lines += [
@@ -229,9 +281,12 @@ __all__ = [
     "compare",
     "ensure_power",
     "loss_shares",
+    "loss_trend",
     "power_options",
     "report_lines",
     "resolve",
     "setting_imbalance",
+    "trend_summary",
     "values",
+    "with_loss_trend",
 ]

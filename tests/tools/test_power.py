@@ -202,3 +202,29 @@ def test_loss_shares_and_imbalance_of_real_tiny_runs(tmp_path, monkeypatch):
     assert again["loss_cdf"] == report["loss_cdf"] and again["imbalance"] == report["imbalance"]
     md = (tmp_path / "results" / "power_mini.md").read_text()
     assert "negative (anchor, class) pairs per positive pair" in md and "| FL | 0 | FL γ=2 |" in md
+
+
+def test_loss_trend_by_hand(tmp_path):
+    from retinanet.tools import power
+
+    path = tmp_path / "metrics.jsonl"
+    # 100 iterations: the last fifth is 81-100, its halves 81-90 (loss 2.0) and 91-100 (loss 1.5)
+    records = [{"iter": i, "loss": 5.0 if i <= 80 else (2.0 if i <= 90 else 1.5)} for i in range(1, 101)]
+    records.insert(50, {"eval": {"iter": 50, "AP": 1.0}})  # evaluation records are not losses
+    path.write_text("\n".join(json.dumps(r) for r in records) + "\n")
+    assert power.loss_trend(path) == pytest.approx(-0.25)
+    path.write_text("\n".join(json.dumps({"iter": i, "loss": 1.0}) for i in range(20, 101, 20)) + "\n")
+    assert power.loss_trend(path) is None  # too few records in the last fifth to tell
+
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "metrics.jsonl").write_text("\n".join(json.dumps({"iter": i, "loss": 2.0 - i / 100}) for i in range(1, 51)))
+    written = {}
+    result = power.with_loss_trend(run, {"metrics": {"AP": 1.0}, "hash": "h", "seed": 0}, written.__setitem__)
+    # halves 41-45 (mean 1.57) and 46-50 (mean 1.52)
+    assert result["last_fifth_loss_change"] == pytest.approx((1.52 - 1.57) / 1.57)
+    assert written[run] == {"metrics": {"AP": 1.0}, "last_fifth_loss_change": result["last_fifth_loss_change"]}
+    summary = power.trend_summary({"a": [result, {"metrics": {}}], "b": [dict(result, last_fifth_loss_change=0.01)]})
+    assert summary["runs"] == 2 and summary["max"] == 0.01 and summary["min"] < 0
+    lines = "\n".join(power.report_lines({"comparisons": [], "last_fifth_loss_change": summary}))
+    assert "the training loss changed by -3.2% to +1.0%" in lines
