@@ -52,7 +52,10 @@ def add_parsers(sub) -> None:
             "a setting with COCO's imbalance) and write "
             "experiments/results/TABLE_SCALE.md and .json with the measured numbers beside the paper's. "
             "Finished runs are cached by the hash of their resolved config (experiments/runs/): an "
-            "interrupted table resumes, and finished rows are not trained again. --scale paper uses the "
+            "interrupted table resumes, and finished rows are not trained again. Several processes may "
+            "work on one table at once (one per GPU, or two with OMP_NUM_THREADS=1 on a small CPU): each "
+            "run is trained by the one holding its folder's lock, the others go on to the next run and wait "
+            "for the rest at the end; all write the same report. --scale paper uses the "
             "paper's exact settings (COCO, 90k iterations of 16 images: run it under torchrun on GPUs)."
         ),
         epilog="examples:\n"

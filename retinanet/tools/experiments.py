@@ -14,6 +14,7 @@ never trained again, even when they appear in another table with the same resolv
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import hashlib
 import json
@@ -32,7 +33,7 @@ from ..config import Config, ConfigError, apply_overrides, config_to_dict, load_
 from ..utils.io import atomic_write
 from ..utils.machine import device_name, git_commit
 from ..utils.paths import project_path
-from . import power
+from . import claims, power
 from .stats import mean_ci95
 
 log = logging.getLogger(__name__)
@@ -220,7 +221,7 @@ def measure_inference_ms(
 
 def run_one(cfg: Config, run_dir: Path) -> dict:
     """Train and evaluate one config in run_dir (resuming a partial run); cached in result.json."""
-    from ..engine import NonFiniteLossError, is_main, train
+    from ..engine import NonFiniteLossError, is_main, resolve_device, train
 
     result_path = run_dir / "result.json"
     if result_path.is_file():
@@ -247,6 +248,9 @@ def run_one(cfg: Config, run_dir: Path) -> dict:
         "nonfinite_skipped": int(out.get("skipped") or 0),
         "diverged": diverged,
         "commit": git_commit(),
+        # (threads: float sums are added in another order with another count, so seed k is
+        # bit-for-bit the same run only on the same CPU kind and thread count)
+        "trained_on": device_name(resolve_device(cfg.train.device)),
     }
     if "error" in out:
         result["error"] = out["error"]
@@ -254,6 +258,24 @@ def run_one(cfg: Config, run_dir: Path) -> dict:
         result["last_fifth_loss_change"] = power.loss_trend(run_dir / "metrics.jsonl")  # converged?
     _write_result(run_dir, result)
     return result
+
+
+def train_locked(cfg: Config, run_dir: Path, wait: bool) -> Optional[dict]:
+    """`run_one` under the run folder's lock (claims.py), so that workers started side by side
+    share a table's runs. When another process holds it: None at once, or with `wait` the result
+    it leaves (or this process resumes the run, if the other one died)."""
+    if claims.distributed() or (run_dir / "result.json").is_file():
+        return run_one(cfg, run_dir)
+    lock = claims.RunLock(run_dir)
+    if not lock.try_acquire():
+        if not wait:
+            print(f"  ... trained by {lock.holder()}", flush=True)
+            return None
+        lock.acquire()
+    try:
+        return run_one(cfg, run_dir)
+    finally:
+        lock.release()
 
 
 def _write_result(run_dir: Path, result: dict) -> None:
@@ -377,19 +399,26 @@ def run_table(
         print(f"[{name}/{scale}] {row.name} seed {s}: {run_dir}{note}", flush=True)
         if dry_run:
             continue
-        done.append((row, s, cfg, run_dir, reuse_run(src, run_dir) if src else run_one(cfg, run_dir)))
+        # A run another worker is training (claims.py) is left to it, and waited for at the end.
+        done.append((row, s, cfg, run_dir, reuse_run(src, run_dir) if src else train_locked(cfg, run_dir, False)))
     if dry_run:
         return {"table": name, "scale": scale, "runs": len(runs)}
+    for i, (row, s, cfg, run_dir, result) in enumerate(done):
+        if result is None:
+            print(f"[{name}/{scale}] waiting for {row.name} seed {s}: {run_dir}", flush=True)
+            done[i] = (row, s, cfg, run_dir, train_locked(cfg, run_dir, True))
     for row, s, cfg, run_dir, result in done:
         if table.timed:
             result = time_run(cfg, run_dir, result, retime)
         results.setdefault(row.name, []).append({**result, "hash": run_dir.name, "seed": s})
 
-    def run_seed(row: Row, s: int, why: str) -> dict:
+    def run_seed(row: Row, s: int, why: str, wait: bool = True) -> Optional[dict]:
+        """The run's result; None when another worker is training it and not `wait`."""
         cfg = row_config(table, row, scale, s, extra)
         run_dir = Path(runs_dir) / f"{name}_{scale}" / config_hash(cfg)
         print(f"[{name}/{scale}] {why} {row.name} seed {s}: {run_dir}", flush=True)
-        return {**run_one(cfg, run_dir), "hash": run_dir.name, "seed": s}
+        result = train_locked(cfg, run_dir, wait)
+        return None if result is None else {**result, "hash": run_dir.name, "seed": s}
 
     best_note = ""
     rb = table.repeat_best
@@ -406,7 +435,11 @@ def run_table(
     if table.comparisons:
         names = [r.name for r in rows_at(table, scale)]
         comparisons, _ = power.ensure_power(
-            table, results, lambda row, s: run_seed(table.row(row), s, "paired seed for power:"), names, scale
+            table,
+            results,
+            lambda row, s, wait: run_seed(table.row(row), s, "paired seed for power:", wait),
+            names,
+            scale,
         )
         extras["comparisons"] = comparisons
         extras["power"] = table.power
@@ -424,9 +457,10 @@ def run_table(
             first = results[row_name][0]
             cfg = row_config(table, table.row(row_name), scale, first["seed"], extra)
             run_dir = Path(runs_dir) / f"{name}_{scale}" / first["hash"]
-            updated = power.loss_shares(
-                cfg, run_dir, {k: v for k, v in first.items() if k not in ("hash", "seed")}, _write_result
-            )
+            with contextlib.nullcontext() if claims.distributed() else claims.RunLock(run_dir):
+                # (under the run's lock: another worker may be measuring it; then its result.json has it)
+                saved = json.loads((run_dir / "result.json").read_text())
+                updated = power.loss_shares(cfg, run_dir, saved, _write_result)
             results[row_name][0] = {**updated, "hash": first["hash"], "seed": first["seed"]}
             extras["loss_cdf"][row_name] = {"seed": first["seed"], **updated.get("loss_cdf", {})}
     if table.imbalance:

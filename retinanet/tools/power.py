@@ -100,10 +100,11 @@ def ensure_power(
     candidates: list[str],
     scale: str,
 ) -> tuple[list[dict], list[tuple[str, str]]]:
-    """Run further seeds of the compared rows (`run_seed(row name, seed index)` -> result, the
-    cached one when it exists) until every comparison has min_seeds paired seeds and a 95 %
-    half-width <= ci95, or its rows reach max_seeds (at the scales of power.scales; elsewhere
-    the comparisons are of the seeds the rows have). Returns (comparisons, the resolved pairs)."""
+    """Run further seeds of the compared rows (`run_seed(row name, seed index, wait)` -> result,
+    the cached one when it exists; None when another worker trains it and not `wait`) until
+    every comparison has min_seeds paired seeds and a 95 % half-width <= ci95, or its rows reach
+    max_seeds (at the scales of power.scales; elsewhere the comparisons are of the seeds the rows
+    have). Returns (comparisons, the resolved pairs)."""
     opts = table.power
     metric = opts["metric"]
     while True:
@@ -120,11 +121,18 @@ def ensure_power(
                     grow[row] = max(grow.get(row, 0), s["seeds"] + 1)
         if not grow or scale not in opts["scales"]:
             return stats, pairs
+        pending = []  # runs another worker is training: waited for once this one's are done
         for row, want in grow.items():
             have = {int(r["seed"]) for r in results.get(row, [])}
             for seed in range(want):
                 if seed not in have:
-                    results.setdefault(row, []).append(run_seed(row, seed))
+                    result = run_seed(row, seed, False)
+                    if result is None:
+                        pending.append((row, seed))
+                    else:
+                        results.setdefault(row, []).append(result)
+        for row, seed in pending:
+            results.setdefault(row, []).append(run_seed(row, seed, True))
 
 
 def setting_imbalance(cfg: Config, cache_dir: Path) -> dict:

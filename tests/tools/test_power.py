@@ -93,7 +93,7 @@ def test_seeds_are_added_until_the_paired_interval_is_narrow_enough(tmp_path, mo
             return json.loads((run_dir / "result.json").read_text())
         calls.append((cfg.model.cls_loss, cfg.model.focal_alpha, cfg.seed))
         result = {"metrics": {"AP": _stub_ap(cfg), "AP50": 50.0, "AP75": 20.0}, "diverged": False}
-        run_dir.mkdir(parents=True)
+        run_dir.mkdir(parents=True, exist_ok=True)  # (its lock made it)
         (run_dir / "result.json").write_text(json.dumps(result))
         return result
 
