@@ -419,3 +419,96 @@ def test_results_md_quotes_results_json():
 def test_each_document_ends_with_its_sources():
     for doc in (README, RESULTS, EXPERIMENTS):
         assert "## Where the figures come from" in (ROOT / doc).read_text(), doc
+
+
+# focal_power/mini while it runs: the runs experiments/README.md quotes, row -> the config hashes
+# of seeds 0, 1, ... (`retinanet experiment focal_power --scale mini --dry-run` lists them;
+# tests/tools/test_experiments.py checks them against the table).
+FOCAL_RUNS = {
+    "FL γ=2 α=.25": ["7ca0e766607f", "767ff7bd72de", "a06ff1983688", "52f02cf831ec"],
+    "CE α=.10": ["4ec39641ce53", "e2eed6609915"],
+    "CE α=.25": ["75b4e0e6602d", "989c385d5f2b"],
+    "CE α=.50": ["2e9207a75e82", "b30a8d1e5862"],
+    "CE α=.75": ["e6fdc66aab2f", "12cce437d17e", "e45a21b8da0f", "d1676d287723"],
+    "CE α=.90": ["7e787d88af92", "9dedc8605429"],
+    "CE α=.99": ["7dcccf4778dc", "957576c3a2db"],
+    "CE α=.999": ["66d80f270dec", "db8fcafded1c"],
+}
+FOCAL_CELLS = {
+    "FL γ=2 α=.25": "FL γ = 2, α = .25",
+    "CE α=.10": "CE α = .10",
+    "CE α=.25": "CE α = .25",
+    "CE α=.50": "CE α = .50",
+    "CE α=.75": "CE α = .75 (= FL γ = 0)",
+    "CE α=.90": "CE α = .90",
+    "CE α=.99": "CE α = .99",
+    "CE α=.999": "CE α = .999",
+}
+FOCAL_SCORES = "docs/focal_power/{}_seed0_scores.json"
+T975 = {1: 12.706, 2: 4.303, 3: 3.182, 4: 2.776, 5: 2.571, 6: 2.447, 7: 2.365, 8: 2.306}
+
+
+def focal_results(row: str) -> list[dict]:
+    return [artifact(f"experiments/runs/focal_power_mini/{h}/result.json") for h in FOCAL_RUNS[row]]
+
+
+def focal_aps(row: str) -> list[float]:
+    return [r["metrics"]["AP"] for r in focal_results(row)]
+
+
+def ci95(values: list[float]) -> float:
+    return T975[len(values) - 1] * statistics.stdev(values) / len(values) ** 0.5
+
+
+def test_focal_power_progress():
+    import yaml
+
+    t = text(EXPERIMENTS)
+    table = yaml.safe_load((ROOT / "experiments/tables/focal_power.yaml").read_text())
+    paper_ap = {r["name"]: r["paper"]["AP"] for r in table["rows"]}
+    for row, cell in FOCAL_CELLS.items():
+        aps = focal_aps(row)
+        spread = "" if max(aps) == min(aps) else f" ± {ci95(aps):.1f}"
+        seeds = ", ".join(f"{a:.1f}" for a in aps)
+        line = f"| {cell} | {paper_ap[row]:.1f} | {len(aps)} | {seeds} | {statistics.fmean(aps):.1f}{spread} |"
+        assert line in t, line
+    fl, best, gamma0 = focal_aps("FL γ=2 α=.25"), focal_aps("CE α=.99"), focal_aps("CE α=.75")
+    per_seed = [a - b for a, b in zip(fl, best)]
+    assert f"+{statistics.fmean(per_seed):.1f} AP so far" in t
+    assert "The per-seed differences are " + " and ".join(f"{d:+.1f}" for d in per_seed) in t
+    d0 = [a - b for a, b in zip(fl, gamma0)]
+    assert f"+{statistics.fmean(d0):.1f} ± {ci95(d0):.1f} AP over {len(d0)} seeds" in t
+    runs = [r for row in FOCAL_RUNS for r in focal_results(row)]
+    planned = sum(r["seeds"]["mini"] for r in table["rows"])
+    hours = sum(r["train_seconds"] for r in runs) / 3600
+    assert f"**So far** ({len(runs)} of the {planned} planned runs, {hours:.1f} hours" in t
+    changes = [100 * r["last_fifth_loss_change"] for r in runs]
+    assert f"changes by {max(changes):.1f} % to {min(changes):.1f} % in the {len(runs)} runs so far" in t
+    # The CE rows below α = .99 learned nothing on every seed, without diverging.
+    for row in ("CE α=.10", "CE α=.25", "CE α=.50", "CE α=.75", "CE α=.90"):
+        assert all(r["metrics"]["AP"] == 0.0 and not r["diverged"] for r in focal_results(row)), row
+
+
+def test_focal_power_setting_and_scores():
+    t = text(EXPERIMENTS)
+    im = artifact("docs/focal_power/anchors.json")["imbalance"]
+    assert f"**{im['negative_pairs_per_positive_pair']:,.0f} negative (anchor, class) pairs per positive pair**" in t
+    assert (
+        f"images: per image {im['anchors_per_image']:,.0f} anchors, {im['objects_per_image']:.1f} objects, "
+        f"{im['positive_per_image']:.1f} positive anchors, {im['positive_per_object']:.1f} per object, "
+        f"{im['ignored_per_image']:.1f} ignored; {im['num_classes']} classes)"
+    ) in t
+    ce, fl = (artifact(FOCAL_SCORES.format(n))["scores"] for n in ("ce_alpha75", "fl_gamma2"))
+    assert f"has median {ce['positives_p_median']:.3f} (π = 0.01), {ce['positives_p_q90']:.3f} at" in t
+    assert f"any background anchor is {ce['negatives_max_p']:.3f}: nothing" in t and ce["positives_above_thresh"] == 0
+    assert (
+        f"median {fl['positives_p_median']:.2f}, and {100 * fl['positives_above_thresh']:.0f} % of the positives" in t
+    )
+    # §3's arithmetic at the prior: the negatives' summed CE gradient over the positives'.
+    prior, ratio = 0.01, im["negative_pairs_per_positive_pair"]
+
+    def grad(alpha: float) -> float:
+        return (1 - alpha) * prior * ratio / (alpha * (1 - prior))
+
+    quoted = f"{grad(0.75):.0f}x the positives' at α = .75, {grad(0.9):.0f}x at .9, {grad(0.99):.1f}x at .99 and "
+    assert quoted + f"{grad(0.999):.2f}x at .999" in t

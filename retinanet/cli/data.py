@@ -130,7 +130,7 @@ def cmd_analyze_anchors(args: argparse.Namespace) -> int:
 
 def cmd_analyze_loss_cdf(args: argparse.Namespace) -> int:
     from ..data.build import build_datasets
-    from ..diagnostics.loss_cdf import collect_pt, plot_fig4
+    from ..diagnostics.loss_cdf import collect_pt, plot_fig4, score_summary
     from ..engine import resolve_device
 
     ckpt = read_checkpoint(args.weights)
@@ -155,11 +155,18 @@ def cmd_analyze_loss_cdf(args: argparse.Namespace) -> int:
     print("|---|---|---|")
     for g, s in summary.items():
         print(f"| {g} | {s['negatives_hardest_1pct_share']:.3f} | {s['positives_hardest_20pct_share']:.3f} |")
+    scores = score_summary(pos, neg, cfg.model.score_thresh)
+    print(
+        f"class scores: positives' ground-truth probability {scores['positives_p_q10']:.4f} / "
+        f"{scores['positives_p_median']:.4f} / {scores['positives_p_q90']:.4f} (10 / 50 / 90 %), "
+        f"{scores['positives_above_thresh']:.1%} of them above the score threshold {scores['score_thresh']:g}; "
+        f"highest background score {scores['negatives_max_p']:.4f} (the prior π = {cfg.model.prior_prob:g})"
+    )
     print(f"figure: {out}")
     if args.json:
         Path(args.json).parent.mkdir(parents=True, exist_ok=True)
         Path(args.json).write_text(
-            json.dumps({"positives": len(pos), "negatives": len(neg), "gammas": summary}, indent=1)
+            json.dumps({"positives": len(pos), "negatives": len(neg), "gammas": summary, "scores": scores}, indent=1)
         )
     return EXIT_OK
 

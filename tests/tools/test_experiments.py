@@ -306,3 +306,13 @@ def test_every_committed_mini_table_finds_all_its_runs_in_the_cache():
             if not (run / "result.json").exists():
                 missing.append(f"{path.stem}: {row} seed {seed} ({run.name})")
     assert not missing, missing
+
+
+def test_the_focal_power_runs_quoted_in_the_docs_are_the_tables():
+    from test_docs_figures import FOCAL_RUNS  # (tests/ is on the path)
+
+    table = ex.load_table("focal_power")
+    for row, hashes in FOCAL_RUNS.items():
+        for seed, h in enumerate(hashes):
+            assert ex.config_hash(ex.row_config(table, table.row(row), "mini", seed)) == h, (row, seed)
+            assert (ex.RUNS_DIR / "focal_power_mini" / h / "result.json").is_file(), (row, seed)

@@ -102,3 +102,6 @@ def test_figure_and_loss_cdf_commands(tmp_path, capsys):
     assert set(shares) == {"0", "2"}
     assert shares["0"]["negatives_hardest_1pct_share"] == pytest.approx(0.01, abs=0.002)
     assert shares["2"]["negatives_hardest_1pct_share"] < 0.03
+    scores = json.loads((tmp_path / "f4.json").read_text())["scores"]
+    assert scores["positives_above_thresh"] == 0.0 and scores["positives_p_median"] == pytest.approx(0.01, abs=0.005)
+    assert "0.0% of them above the score threshold 0.05" in out and "(the prior π = 0.01)" in out
