@@ -433,6 +433,7 @@ FOCAL_RUNS = {
     "CE α=.90": ["7e787d88af92", "9dedc8605429"],
     "CE α=.99": ["7dcccf4778dc", "957576c3a2db"],
     "CE α=.999": ["66d80f270dec", "db8fcafded1c"],
+    "FL γ=0.1 α=.75": ["ba465308b807", "85113bccc6d0", "5db6c16be5c9", "0ed9b046947f"],
 }
 FOCAL_CELLS = {
     "FL γ=2 α=.25": "FL γ = 2, α = .25",
@@ -443,6 +444,7 @@ FOCAL_CELLS = {
     "CE α=.90": "CE α = .90",
     "CE α=.99": "CE α = .99",
     "CE α=.999": "CE α = .999",
+    "FL γ=0.1 α=.75": "FL γ = 0.1, α = .75",
 }
 FOCAL_SCORES = "docs/focal_power/{}_seed0_scores.json"
 T975 = {1: 12.706, 2: 4.303, 3: 3.182, 4: 2.776, 5: 2.571, 6: 2.447, 7: 2.365, 8: 2.306}
@@ -478,14 +480,15 @@ def test_focal_power_progress():
     assert "The per-seed differences are " + " and ".join(f"{d:+.1f}" for d in per_seed) in t
     d0 = [a - b for a, b in zip(fl, gamma0)]
     assert f"+{statistics.fmean(d0):.1f} ± {ci95(d0):.1f} AP over {len(d0)} seeds" in t
+    assert f"AP 0 on its {len(focal_aps('FL γ=0.1 α=.75'))} seeds" in t
     runs = [r for row in FOCAL_RUNS for r in focal_results(row)]
     planned = sum(r["seeds"]["mini"] for r in table["rows"])
     hours = sum(r["train_seconds"] for r in runs) / 3600
     assert f"**So far** ({len(runs)} of the {planned} planned runs, {hours:.1f} hours" in t
     changes = [100 * r["last_fifth_loss_change"] for r in runs]
-    assert f"changes by {max(changes):.1f} % to {min(changes):.1f} % in the {len(runs)} runs so far" in t
+    assert f"changes by {max(changes):.2f} % to {min(changes):.2f} % in the {len(runs)} runs so far" in t
     # The CE rows below α = .99 learned nothing on every seed, without diverging.
-    for row in ("CE α=.10", "CE α=.25", "CE α=.50", "CE α=.75", "CE α=.90"):
+    for row in ("CE α=.10", "CE α=.25", "CE α=.50", "CE α=.75", "CE α=.90", "FL γ=0.1 α=.75"):
         assert all(r["metrics"]["AP"] == 0.0 and not r["diverged"] for r in focal_results(row)), row
 
 
