@@ -254,8 +254,7 @@ def run_one(cfg: Config, run_dir: Path) -> dict:
     }
     if "error" in out:
         result["error"] = out["error"]
-    elif (run_dir / "metrics.jsonl").is_file() and power.loss_trend(run_dir / "metrics.jsonl") is not None:
-        result["last_fifth_loss_change"] = power.loss_trend(run_dir / "metrics.jsonl")  # converged?
+    result = power.with_loss_trend(run_dir, result, lambda *_: None)  # converged? (written just below)
     _write_result(run_dir, result)
     return result
 
