@@ -469,6 +469,13 @@ def run_table(
         )
         extras["imbalance_neg_pairs_per_pos"] = imbalance.get("negative_pairs_per_positive_pair")
         extras["imbalance"] = imbalance
+        if imbalance.get("negative_pairs_per_positive_pair"):
+            extras["prior_gradient_ratio"] = {
+                r.name: power.prior_balance(
+                    row_config(table, r, scale, 0, extra), imbalance["negative_pairs_per_positive_pair"]
+                )
+                for r in rows_at(table, scale)
+            }
 
     report = {
         "table": name,

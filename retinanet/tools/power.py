@@ -156,6 +156,19 @@ def setting_imbalance(cfg: Config, cache_dir: Path) -> dict:
     return imbalance
 
 
+def prior_balance(cfg: Config, neg_per_pos: float) -> Optional[float]:
+    """`prior_gradient_ratio` of cfg's classification loss (focal or α-balanced CE; None for the
+    others) at the setting's imbalance: whether the easy negatives' gradient outweighs the
+    positives' at initialization (§3.3)."""
+    from ..diagnostics.loss_cdf import prior_gradient_ratio
+
+    m = cfg.model
+    if m.cls_loss not in ("focal", "ce"):
+        return None
+    gamma = 0.0 if m.cls_loss == "ce" else m.focal_gamma
+    return prior_gradient_ratio(neg_per_pos, gamma, m.focal_alpha, m.prior_prob)
+
+
 def loss_shares(cfg: Config, run_dir: Path, result: dict, write: Callable[[Path, dict], None]) -> dict:
     """`result` with "loss_cdf" added (unless there): Fig. 4's reading of the run's trained model
     on the val split, per γ of CDF_GAMMAS: the share of the negatives' loss carried by their
@@ -264,6 +277,13 @@ def report_lines(report: dict) -> list[str]:
             f"{im['anchors_per_image']:,.0f} anchors, {im['positive_per_image']:.1f} positive anchors and "
             f"{im['objects_per_image']:.2f} objects per image, {im['num_classes']} classes.",
         ]
+    if report.get("prior_gradient_ratio"):
+        ratios = "; ".join(f"{row} {v:.3g}" for row, v in report["prior_gradient_ratio"].items() if v is not None)
+        lines += [
+            "",
+            "At initialization (every class output at the prior π, §3.3), the negatives' summed gradient "
+            f"against the positives' at that imbalance: {ratios}.",
+        ]
     if report.get("loss_cdf"):
         lines += [
             "",
@@ -291,6 +311,7 @@ __all__ = [
     "loss_shares",
     "loss_trend",
     "power_options",
+    "prior_balance",
     "report_lines",
     "resolve",
     "setting_imbalance",

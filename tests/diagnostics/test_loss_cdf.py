@@ -21,6 +21,23 @@ def test_loss_cdf_concentrates_on_hard_negatives_as_gamma_grows():
     assert ce == pytest.approx(0.548, abs=1e-3) and fl == pytest.approx(0.99983, abs=1e-4)
 
 
+def test_prior_gradient_ratio_by_hand():
+    # At the prior p = π = .01. CE: a negative's |dL/dx| is (1 - α) p, a positive's α (1 - p).
+    assert loss_cdf.prior_gradient_ratio(12455, 0.0, 0.75, 0.01) == pytest.approx(12455 * 0.25 * 0.01 / (0.75 * 0.99))
+    assert loss_cdf.prior_gradient_ratio(1.0, 0.0, 0.5, 0.01) == pytest.approx(0.01 / 0.99)
+    assert loss_cdf.prior_gradient_ratio(1.0, 0.0, None, 0.5) == pytest.approx(1.0)  # unweighted, at p = .5
+    # FL γ = 2, α = .25 (appendix B, |dFL/dx| = α_t (1 - p_t)^γ (1 - p_t - γ p_t log p_t)):
+    # a negative (p_t = .99): .75 · .01² · (.01 - 2 · .99 · log .99) = 2.2424e-6;
+    # a positive (p_t = .01): .25 · .99² · (.99 - 2 · .01 · log .01) = 0.265143.
+    neg = 0.75 * 0.01**2 * (0.01 - 2 * 0.99 * np.log(0.99))
+    pos = 0.25 * 0.99**2 * (0.99 - 2 * 0.01 * np.log(0.01))
+    assert neg == pytest.approx(2.2424e-6, rel=1e-4) and pos == pytest.approx(0.265143, rel=1e-5)
+    assert loss_cdf.prior_gradient_ratio(12455, 2.0, 0.25, 0.01) == pytest.approx(12455 * neg / pos, rel=1e-9)
+    # the focal term lowers the negatives' share monotonically in γ
+    ratios = [loss_cdf.prior_gradient_ratio(12455, g, 0.25, 0.01) for g in (0.0, 0.5, 1.0, 2.0, 5.0)]
+    assert all(a > b for a, b in zip(ratios, ratios[1:]))
+
+
 def test_fig4_from_a_model(tmp_path):
     from retinanet import get_model
     from retinanet.data.coco import CocoDetection

@@ -195,6 +195,14 @@ def test_loss_shares_and_imbalance_of_real_tiny_runs(tmp_path, monkeypatch):
     im = report["imbalance"]
     assert report["imbalance_neg_pairs_per_pos"] == im["negative_pairs_per_positive_pair"] > 100
     assert im["num_classes"] == 6 and im["images"] > 0
+    # §3.3 at initialization, per row: the focal term shrinks the negatives' share
+    from retinanet.diagnostics.loss_cdf import prior_gradient_ratio
+
+    ratios = report["prior_gradient_ratio"]
+    n = im["negative_pairs_per_positive_pair"]
+    assert ratios["FL"] == pytest.approx(prior_gradient_ratio(n, 2.0, 0.25, 0.01))
+    assert ratios["CE α=.50"] == pytest.approx(prior_gradient_ratio(n, 0.0, 0.5, 0.01))
+    assert ratios["CE α=.50"] > 100 * ratios["FL"]
     # cached in the run folders: the report again without the weights or the dataset's pixels
     for run in (tmp_path / "runs" / "power_mini").glob("*/model_final.pth"):
         run.unlink()
@@ -202,6 +210,7 @@ def test_loss_shares_and_imbalance_of_real_tiny_runs(tmp_path, monkeypatch):
     assert again["loss_cdf"] == report["loss_cdf"] and again["imbalance"] == report["imbalance"]
     md = (tmp_path / "results" / "power_mini.md").read_text()
     assert "negative (anchor, class) pairs per positive pair" in md and "| FL | 0 | FL γ=2 |" in md
+    assert f"the negatives' summed gradient against the positives' at that imbalance: FL {ratios['FL']:.3g};" in md
 
 
 def test_loss_trend_by_hand(tmp_path):
