@@ -160,7 +160,8 @@ def cmd_analyze_loss_cdf(args: argparse.Namespace) -> int:
         f"class scores: positives' ground-truth probability {scores['positives_p_q10']:.4f} / "
         f"{scores['positives_p_median']:.4f} / {scores['positives_p_q90']:.4f} (10 / 50 / 90 %), "
         f"{scores['positives_above_thresh']:.1%} of them above the score threshold {scores['score_thresh']:g}; "
-        f"highest background score {scores['negatives_max_p']:.4f} (the prior π = {cfg.model.prior_prob:g})"
+        f"highest background score {scores['negatives_max_p']:.4f} (the prior π = {cfg.model.prior_prob:g}), "
+        f"{scores['negatives_above_thresh_per_positive']:.2f} background outputs above the threshold per positive"
     )
     print(f"figure: {out}")
     if args.json:

@@ -105,8 +105,9 @@ def top_share(pt: np.ndarray, gamma: float, top: float) -> float:
 def score_summary(pos_pt: np.ndarray, neg_pt: np.ndarray, score_thresh: float = 0.05) -> dict:
     """How far the class outputs have moved from the prior π (§3.3): the 10 / 50 / 90 % quantiles
     of the positives' ground-truth-class probability (their p_t), the share of positives above
-    the detection threshold, and the highest score of any background output (1 - the lowest
-    negative p_t). A model still at the prior has p ≈ π everywhere and detects nothing."""
+    the detection threshold, the highest score of any background output (1 - the lowest
+    negative p_t) and how many background outputs are above the threshold per positive (false
+    detections before NMS). A model still at the prior has p ≈ π everywhere and detects nothing."""
     q = np.quantile(pos_pt, [0.1, 0.5, 0.9]) if len(pos_pt) else np.full(3, np.nan)
     return {
         "positives_p_q10": float(q[0]),
@@ -115,6 +116,10 @@ def score_summary(pos_pt: np.ndarray, neg_pt: np.ndarray, score_thresh: float = 
         "score_thresh": float(score_thresh),
         "positives_above_thresh": float((pos_pt > score_thresh).mean()) if len(pos_pt) else float("nan"),
         "negatives_max_p": float(1.0 - neg_pt.min()) if len(neg_pt) else float("nan"),
+        # background outputs that would be detections before NMS, per positive example
+        "negatives_above_thresh_per_positive": float((neg_pt < 1.0 - score_thresh).sum() / len(pos_pt))
+        if len(pos_pt)
+        else float("nan"),
     }
 
 

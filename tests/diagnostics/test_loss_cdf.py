@@ -57,9 +57,11 @@ def test_fig4_from_a_model(tmp_path):
     scores = loss_cdf.score_summary(pos, neg, 0.05)
     assert abs(scores["positives_p_median"] - 0.01) < 0.005 and scores["positives_p_q90"] < 0.05
     assert scores["positives_above_thresh"] == 0.0 and scores["negatives_max_p"] < 0.05
+    assert scores["negatives_above_thresh_per_positive"] == 0.0
     moved = loss_cdf.score_summary(np.array([0.02, 0.3, 0.6, 0.9]), np.array([0.99, 0.7]), 0.05)
     assert moved["positives_above_thresh"] == 0.75 and moved["negatives_max_p"] == pytest.approx(0.3)
     assert moved["positives_p_median"] == pytest.approx(0.45)
+    assert moved["negatives_above_thresh_per_positive"] == 0.25  # one background p of .3 > .05, four positives
     out, summary = loss_cdf.plot_fig4(pos, neg, tmp_path / "fig4.png")
     assert out.stat().st_size > 10_000
     assert set(summary) == {"0", "0.5", "1", "2"}
