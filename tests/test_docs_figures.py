@@ -536,6 +536,8 @@ def test_focal_power_progress():
     assert f"AP 0 in all {len(stuck)} runs" in t
     fl, ce = (prior_ratio(rows[r]["overrides"], im) for r in ("FL γ=2 α=.25", "CE α=.25"))
     assert f"at the prior is 1/{round(ce / fl, -2):,.0f} of CE's at the same α" in t
+    untested = prior_ratio(["model.cls_loss=focal", "model.focal_gamma=1", "model.focal_alpha=0.75"], im)
+    assert f"(FL γ = 1 with α = .75: {ratio_cell(untested)}x, so predicted to learn)" in t
     assert f"by {ratio_cell(lowest_stuck)}x or more" in t and f"at {ratio_cell(highest_learned)}x or less" in t
     for b, words in (
         ("CE α=.99", "against the best CE (α = .99)"),
