@@ -426,19 +426,19 @@ def test_each_document_ends_with_its_sources():
 # of seeds 0, 1, ... (`retinanet experiment focal_power --scale mini --dry-run` lists them;
 # tests/tools/test_experiments.py checks them against the table).
 FOCAL_RUNS = {
-    "FL γ=2 α=.25": ["7ca0e766607f", "767ff7bd72de", "a06ff1983688", "52f02cf831ec"],
+    "FL γ=2 α=.25": ["7ca0e766607f", "767ff7bd72de", "a06ff1983688", "52f02cf831ec", "62862a595bee", "ba72587e7f35"],
     "CE α=.10": ["4ec39641ce53", "e2eed6609915"],
     "CE α=.25": ["75b4e0e6602d", "989c385d5f2b"],
     "CE α=.50": ["2e9207a75e82", "b30a8d1e5862"],
-    "CE α=.75": ["e6fdc66aab2f", "12cce437d17e", "e45a21b8da0f", "d1676d287723"],
+    "CE α=.75": ["e6fdc66aab2f", "12cce437d17e", "e45a21b8da0f", "d1676d287723", "3f157b814571", "d168a8bbb9c6"],
     "CE α=.90": ["7e787d88af92", "9dedc8605429"],
-    "CE α=.99": ["7dcccf4778dc", "957576c3a2db"],
+    "CE α=.99": ["7dcccf4778dc", "957576c3a2db", "e78a216fd8f2", "f24046aa95e1"],
     "CE α=.999": ["66d80f270dec", "db8fcafded1c"],
-    "FL γ=0.1 α=.75": ["ba465308b807", "85113bccc6d0", "5db6c16be5c9", "0ed9b046947f"],
-    "FL γ=0.2 α=.75": ["bf0aa74c4f0e", "50bef7bf9e2a", "8d5ad7689dea", "b15861b3a1eb"],
-    "FL γ=0.5 α=.50": ["17a523abd858", "a1a54f80ed03", "21f743d337d7", "8b849849195b"],
-    "FL γ=1 α=.25": ["4c08679df7d7", "a252101fadba", "747249434725", "415aa459fd60"],
-    "FL γ=5 α=.25": ["9f25fa7314e7", "842c01f70dff", "61870484aedd", "fff467d6fcc9"],
+    "FL γ=0.1 α=.75": ["ba465308b807", "85113bccc6d0", "5db6c16be5c9", "0ed9b046947f", "140a688cb08a", "670e175ca934"],
+    "FL γ=0.2 α=.75": ["bf0aa74c4f0e", "50bef7bf9e2a", "8d5ad7689dea", "b15861b3a1eb", "03ebf6480906"],
+    "FL γ=0.5 α=.50": ["17a523abd858", "a1a54f80ed03", "21f743d337d7", "8b849849195b", "cad2a37b6098"],
+    "FL γ=1 α=.25": ["4c08679df7d7", "a252101fadba", "747249434725", "415aa459fd60", "c5c515ec7cde"],
+    "FL γ=5 α=.25": ["9f25fa7314e7", "842c01f70dff", "61870484aedd", "fff467d6fcc9", "ee6ff92e04d4"],
 }
 FOCAL_CELLS = {
     "FL γ=2 α=.25": "FL γ = 2, α = .25",
@@ -469,6 +469,8 @@ FOCAL_SCORED = {
 }
 T975 = {1: 12.706, 2: 4.303, 3: 3.182, 4: 2.776, 5: 2.571, 6: 2.447, 7: 2.365, 8: 2.306}
 T975 |= {9: 2.262, 10: 2.228, 11: 2.201, 12: 2.179, 13: 2.160, 14: 2.145, 15: 2.131, 16: 2.120}
+T975 |= {17: 2.110, 18: 2.101, 19: 2.093, 20: 2.086, 21: 2.080, 22: 2.074, 23: 2.069, 24: 2.064}
+T975 |= {25: 2.060, 26: 2.056, 27: 2.052, 28: 2.048, 29: 2.045}
 
 
 def focal_results(row: str) -> list[dict]:
@@ -549,6 +551,15 @@ def test_focal_power_progress():
         assert quoted in t, quoted
     d = paired("FL γ=2 α=.25", "CE α=.99")
     assert "The per-seed differences are " + ", ".join(f"{x:+.1f}" for x in d) + "." in t
+    assert min(d) > 0 and "and is behind on every seed so far" in t
+    sd = statistics.stdev(d)
+    needed = next(n for n in range(2, 31) if T975[n - 1] * sd / n**0.5 <= 1.5)
+    assert f"standard deviation ({sd:.1f} AP)" in t and f"reaches ±1.5 AP at about {needed} seeds" in t
+    d0 = paired("FL γ=2 α=.25", "CE α=.75")
+    assert f"(a half-width of {ci95(d0):.2f}, just above the target)" in t and ci95(d0) > 1.5
+    means = {row: statistics.fmean(focal_aps(row)) for row in FOCAL_RUNS}
+    assert f"FL gets {means['FL γ=2 α=.25']:.1f} AP, CE {means['CE α=.999']:.1f}." in t
+    assert f"and the row gets {means['FL γ=5 α=.25']:.1f} AP" in t
     runs = [r for row in FOCAL_RUNS for r in focal_results(row)]
     planned = sum(r["seeds"]["mini"] for r in table["rows"])
     hours = sum(r["train_seconds"] for r in runs) / 3600
@@ -579,3 +590,9 @@ def test_focal_power_setting_and_scores():
             f"{100 * s['positives_above_thresh']:.0f} % | {s['negatives_above_thresh_per_positive']:,.1f} |"
         )
         assert line in t, line
+    ce999, fl2, fl5 = (artifact(FOCAL_SCORES.format(n))["scores"] for n in ("ce_alpha999", "fl_gamma2", "fl_gamma5"))
+    assert f"its positives reach a median p of {ce999['positives_p_median']:.2f}, but" in t
+    assert f"{ce999['negatives_above_thresh_per_positive']:,.0f} background outputs per positive are above" in t
+    assert f"median of {fl2['positives_p_median']:.2f}, and its background stays lower" in t
+    assert f"({fl2['negatives_above_thresh_per_positive']:,.0f} per positive)" in t
+    assert f"({fl5['negatives_above_thresh_per_positive']:,.0f} per positive above the threshold)" in t
